@@ -1,0 +1,134 @@
+/* rpc.h — Call/Result over nng REQ/REP, the only way Cairn processes talk (DESIGN §3).
+ *
+ * Server: N worker threads serve one protoc-c service. Requests are received on a pool
+ * of nng contexts and put on a bounded queue; when the queue is full a request is
+ * answered RESOURCE_EXHAUSTED at once (load shedding). A worker takes a call, drops it
+ * with DEADLINE_EXCEEDED if its deadline (receive time + Call.timeout_ms) has passed,
+ * otherwise unpacks the input by the method's descriptor into the call's arena and
+ * invokes the handler through the generated service struct. Handlers follow protobuf-c's
+ * closure convention and reach the call through closure_data:
+ *
+ *   static void auth_login(Cairn__V1__Auth_Service *s, const Cairn__V1__LoginRequest *in,
+ *                          Cairn__V1__TokenResponse_Closure done, void *cd)
+ *   {
+ *       struct cn_call *call = cd;
+ *       if (!*in->email) { cn_call_field_error(call, "email", "is required"); done(NULL, cd); return; }
+ *       ...
+ *       done(&resp, cd);
+ *   }
+ *
+ * A handler calls done exactly once: with the response on success, or with NULL after
+ * cn_call_fail/cn_call_field_error. Because the handler table is the generated
+ * SERVICE__INIT(prefix_) initializer, a missing handler is a build error.
+ *
+ * Client: cn_rpc_client is a blocking client for tools, tests and background threads.
+ * The gateway drives nng contexts asynchronously itself, using the envelope helpers here.
+ * Every REQ socket made here has NNG_OPT_REQ_RESENDTIME infinite (only the gateway
+ * retries), a receive size cap, and a 50 ms reconnect interval.
+ */
+#ifndef CN_RPC_H
+#define CN_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <nng/nng.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "cairn/v1/rpc.pb-c.h"
+
+#define CN_RPC_MAX_MSG_DEFAULT (16u << 20)
+
+struct cn_arena;
+struct cn_rpc_server;
+
+/* One call in flight on a server worker. Borrowed by handlers for the call's duration. */
+struct cn_call {
+    const Cairn__V1__Call *env;      /* the envelope: method, request_id, principal, ... */
+    const ProtobufCMethodDescriptor *method;
+    struct cn_arena *arena;          /* freed when the call ends */
+    ProtobufCAllocator *alloc;       /* allocator over arena */
+    void *worker;                    /* this worker thread's state (worker_init's result) */
+    int worker_index;
+    int64_t deadline_ms;             /* monotonic; 0 = none */
+    /* outcome, set through cn_call_fail / cn_call_field_error */
+    Cairn__V1__Code code;
+    char *message;
+    Cairn__V1__FieldError **field_errors;
+    size_t n_field_errors;
+    uint32_t retry_after_ms;
+    bool done;                       /* the closure was called */
+    ProtobufCBinaryData reply;       /* packed response, set by the closure */
+};
+
+/* Records a failure (message printf-style, copied into the arena). The first failure
+ * recorded wins. */
+void cn_call_fail(struct cn_call *c, Cairn__V1__Code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Adds a field error and sets INVALID_ARGUMENT (message "invalid request" unless set). */
+void cn_call_field_error(struct cn_call *c, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Milliseconds left until the deadline (INT32_MAX if none; <= 0 if passed). */
+int64_t cn_call_time_left(const struct cn_call *c);
+static inline const char *cn_call_request_id(const struct cn_call *c)
+{
+    return c->env->request_id ? c->env->request_id : "";
+}
+/* The principal the gateway verified, or NULL when anonymous. */
+const Cairn__V1__Principal *cn_call_principal(const struct cn_call *c);
+
+struct cn_rpc_server_opts {
+    const char *listen;              /* "tcp://0.0.0.0:7101" or "inproc://x" */
+    ProtobufCService *service;       /* generated service struct with handlers */
+    int workers;                     /* worker threads, >= 1 */
+    int queue;                       /* calls that may wait beyond those running, >= 0 */
+    size_t max_msg;                  /* receive cap in bytes; 0 = CN_RPC_MAX_MSG_DEFAULT */
+    /* Per-worker state (e.g. a Postgres handle), made on the worker's thread. */
+    void *(*worker_init)(int index, void *arg);
+    void (*worker_fini)(void *worker, void *arg);
+    void *arg;
+    const char *name;                /* for metrics labels and logs, e.g. "auth" */
+};
+
+/* Starts listening and the workers. Returns 0 or a CN_E* (address in use, bad address). */
+int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_opts *opts);
+/* Stops taking new calls (they get UNAVAILABLE), waits up to timeout_ms for calls in
+ * flight to finish, then stops the workers and frees. Returns the number of calls that
+ * were still running when time ran out (0 on a clean drain). */
+int cn_rpc_server_stop(struct cn_rpc_server *s, int timeout_ms);
+/* Calls queued or running right now. */
+unsigned cn_rpc_server_load(const struct cn_rpc_server *s);
+
+/* Opens a REQ socket with Cairn's options (resend off, recv cap, fast reconnect) and
+ * dials addr without blocking (a dead address does not fail here). */
+int cn_rpc_req_open(nng_socket *out, const char *addr, size_t max_msg);
+
+/* Packs an envelope for method with body req into a new nng message. */
+int cn_rpc_call_encode(const char *method, const char *request_id, uint32_t timeout_ms,
+                       const Cairn__V1__Principal *principal, const char *client_ip,
+                       const ProtobufCMessage *req, nng_msg **out);
+/* Same with an already packed body. */
+int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t timeout_ms,
+                           const Cairn__V1__Principal *principal, const char *client_ip,
+                           const uint8_t *body, size_t body_len, nng_msg **out);
+/* Unpacks a Result from msg (msg not freed). NULL if malformed. Allocates from alloc
+ * (NULL = default allocator; free with cairn__v1__result__free_unpacked). */
+Cairn__V1__Result *cn_rpc_result_decode(nng_msg *msg, ProtobufCAllocator *alloc);
+
+struct cn_rpc_client;
+/* A blocking client for addr. Returns 0 or CN_EINVAL for a bad address. */
+int cn_rpc_client_open(struct cn_rpc_client **out, const char *addr);
+void cn_rpc_client_close(struct cn_rpc_client *c);
+/* Calls method and waits up to timeout_ms. On return 0, *res is the Result (caller frees
+ * with cairn__v1__result__free_unpacked) and, if res->code is OK and resp_desc is given,
+ * *resp is the unpacked response (caller frees with protobuf_c_message_free_unpacked).
+ * CN_ETIMEDOUT, CN_EUNAVAIL or CN_EPROTO on transport failure. */
+int cn_rpc_client_call(struct cn_rpc_client *c, const char *method,
+                       const Cairn__V1__Principal *principal, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp_desc, int timeout_ms,
+                       Cairn__V1__Result **res, ProtobufCMessage **resp);
+
+/* The gRPC canonical name of a code ("INVALID_ARGUMENT"). */
+const char *cn_code_name(Cairn__V1__Code code);
+
+#endif
