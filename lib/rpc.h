@@ -99,8 +99,11 @@ int cn_rpc_server_stop(struct cn_rpc_server *s, int timeout_ms);
 /* Calls queued or running right now. */
 unsigned cn_rpc_server_load(const struct cn_rpc_server *s);
 
-/* Opens a REQ socket with Cairn's options (resend off, recv cap, fast reconnect) and
- * dials addr without blocking (a dead address does not fail here). */
+/* Opens a REQ socket with Cairn's options (resend off, recv cap, fast reconnect),
+ * not dialed yet (so the caller can register pipe notifications first). */
+int cn_rpc_req_socket(nng_socket *out, size_t max_msg);
+/* cn_rpc_req_socket, then dials every comma-separated address in addr without blocking
+ * (a dead address does not fail here; a malformed one does: CN_EINVAL). */
 int cn_rpc_req_open(nng_socket *out, const char *addr, size_t max_msg);
 
 /* Packs an envelope for method with body req into a new nng message. */

@@ -1,0 +1,160 @@
+/* main.c — cairn-gateway: settings (one table), start-up checks, and the server.
+ *
+ *   cairn-gateway            serve (settings from CAIRN_* environment variables)
+ *   cairn-gateway --help     list the settings
+ *   cairn-gateway --routes   print the route table as JSON (docs/openapi.yaml is checked
+ *                            against it)
+ * Start-up fails (exit 2) on an invalid setting or a route that does not fit the
+ * service descriptors.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "authn.h"
+#include "buf.h"
+#include "conf.h"
+#include "err.h"
+#include "gateway.h"
+#include "log.h"
+#include "router.h"
+#include "util.h"
+
+struct gw_conf gw_conf;
+struct gw_upstream **gw_upstreams;
+
+static const struct cn_conf_def conf_defs[] = {
+    CN_CONF(struct gw_conf, host, "CAIRN_HTTP_HOST", CN_CONF_STR, "127.0.0.1", 0, 0,
+            "address to serve HTTP on"),
+    CN_CONF(struct gw_conf, port, "CAIRN_HTTP_PORT", CN_CONF_INT, "8080", 1, 65535, "HTTP port"),
+    CN_CONF(struct gw_conf, admin, "CAIRN_GATEWAY_ADMIN", CN_CONF_STR, "127.0.0.1:9100", 0, 0,
+            "admin host:port (/healthz, /readyz, /metrics)"),
+    CN_CONF(struct gw_conf, threads, "CAIRN_THREADS", CN_CONF_INT, "0", 0, 256,
+            "event-loop threads (0 = one per core)"),
+    CN_CONF(struct gw_conf, max_body, "CAIRN_MAX_BODY_BYTES", CN_CONF_INT, "1048576", 1024, 1073741824,
+            "largest request body accepted (413 above)"),
+    CN_CONF(struct gw_conf, tls_cert, "CAIRN_TLS_CERT", CN_CONF_STR, "", 0, 0,
+            "PEM certificate chain; with CAIRN_TLS_KEY serves HTTPS (HTTP/2 via ALPN)"),
+    CN_CONF(struct gw_conf, tls_key, "CAIRN_TLS_KEY", CN_CONF_STR, "", 0, 0, "PEM private key for CAIRN_TLS_CERT"),
+    CN_CONF(struct gw_conf, jwt_iss, "CAIRN_JWT_ISSUER", CN_CONF_STR, "cairn", 0, 0,
+            "required iss of access tokens"),
+    CN_CONF(struct gw_conf, jwt_aud, "CAIRN_JWT_AUDIENCE", CN_CONF_STR, "cairn-api", 0, 0,
+            "required aud of access tokens"),
+    CN_CONF(struct gw_conf, upstream_timeout_ms, "CAIRN_UPSTREAM_TIMEOUT_MS", CN_CONF_INT, "5000", 10, 600000,
+            "default route timeout (504 after it)"),
+    CN_CONF(struct gw_conf, jwks_refresh_s, "CAIRN_JWKS_REFRESH_S", CN_CONF_INT, "60", 1, 86400,
+            "how often the JWKS is fetched from auth"),
+    CN_CONF(struct gw_conf, drain_ms, "CAIRN_DRAIN_MS", CN_CONF_INT, "10000", 0, 600000,
+            "on SIGTERM, how long to wait for requests in flight"),
+    CN_CONF(struct gw_conf, log_level, "CAIRN_LOG_LEVEL", CN_CONF_STR, "info", 0, 0, "debug|info|warn|error"),
+};
+
+static void print_routes(void)
+{
+    static const char *const auth_names[] = {"public", "user", "admin"};
+    struct cn_buf b = {0};
+    cn_buf_puts(&b, "[");
+    for (size_t i = 0; i < gw_nroutes; i++) {
+        const struct gw_route *r = &gw_routes[i];
+        cn_buf_puts(&b, i ? ",\n {\"method\":" : "{\"method\":");
+        cn_buf_json_str(&b, r->method, strlen(r->method));
+        cn_buf_puts(&b, ",\"path\":");
+        cn_buf_json_str(&b, r->path, strlen(r->path));
+        cn_buf_puts(&b, ",\"service\":");
+        cn_buf_json_str(&b, r->service, strlen(r->service));
+        cn_buf_puts(&b, ",\"rpc\":");
+        cn_buf_json_str(&b, r->rpc, strlen(r->rpc));
+        cn_buf_printf(&b, ",\"auth\":\"%s\",\"idempotent\":%s,\"status\":%d,\"summary\":", auth_names[r->auth],
+                      r->idempotent ? "true" : "false", r->status);
+        cn_buf_json_str(&b, r->summary, strlen(r->summary));
+        cn_buf_puts(&b, "}");
+    }
+    cn_buf_puts(&b, "]\n");
+    fwrite(b.data, 1, b.len, stdout);
+    cn_buf_free(&b);
+}
+
+static int admin_ready(void *arg, char *why, size_t whylen)
+{
+    (void)arg;
+    return gw_ready(why, whylen);
+}
+
+int main(int argc, char **argv)
+{
+    char err[256];
+    cn_log_init("gateway", CN_LOG_INFO);
+    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+        cn_conf_help(stdout, "cairn-gateway", conf_defs, CN_ARRAY_LEN(conf_defs));
+        printf("\nService addresses (comma-separated nng addresses, one per instance):\n");
+        for (size_t i = 0; i < gw_nservices; i++)
+            printf("  %-28s default %s\n", gw_services[i].addr_env, gw_services[i].addr_default);
+        return 0;
+    }
+    if (gw_router_init(err, sizeof err) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: bad route table: %s\n", err);
+        return 2;
+    }
+    if (argc > 1 && strcmp(argv[1], "--routes") == 0) {
+        print_routes();
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "cairn-gateway: unknown argument '%s' (try --help)\n", argv[1]);
+        return 2;
+    }
+    if (cn_conf_load(conf_defs, CN_ARRAY_LEN(conf_defs), &gw_conf, err, sizeof err) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: %s\n", err);
+        return 2;
+    }
+    enum cn_log_level lvl;
+    if (cn_log_level_parse(gw_conf.log_level, &lvl) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: CAIRN_LOG_LEVEL: expected debug, info, warn or error\n");
+        return 2;
+    }
+    cn_log_init("gateway", lvl);
+    if (gw_conf.threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        gw_conf.threads = n > 0 ? n : 1;
+    }
+    cn_conf_dump("cairn-gateway", conf_defs, CN_ARRAY_LEN(conf_defs), &gw_conf);
+
+    gw_upstreams = cn_calloc(gw_nservices, sizeof *gw_upstreams);
+    const char *auth_addr = NULL;
+    for (size_t i = 0; i < gw_nservices; i++) {
+        const char *addr = getenv(gw_services[i].addr_env);
+        if (addr == NULL || *addr == '\0')
+            addr = gw_services[i].addr_default;
+        gw_upstreams[i] = gw_upstream_new(gw_services[i].name, addr, 0);
+        if (gw_upstreams[i] == NULL) {
+            fprintf(stderr, "cairn-gateway: %s: invalid address list '%s'\n", gw_services[i].addr_env, addr);
+            return 2;
+        }
+        if (strcmp(gw_services[i].name, "auth") == 0)
+            auth_addr = addr;
+    }
+    gw_proxy_init();
+
+    struct gw_authn_conf ac = {
+        .auth_addr = auth_addr,
+        .iss = gw_conf.jwt_iss,
+        .aud = gw_conf.jwt_aud,
+        .refresh_s = gw_conf.jwks_refresh_s,
+        .leeway_s = 30,
+    };
+    if (gw_authn_start(&ac) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: cannot start token verification (CAIRN_AUTH_ADDR)\n");
+        return 2;
+    }
+    struct cn_admin *admin = NULL;
+    if (cn_admin_start(&admin, gw_conf.admin, admin_ready, NULL) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: cannot serve admin port on %s\n", gw_conf.admin);
+        return 2;
+    }
+    int rc = gw_server_run();
+    cn_admin_stop(admin);
+    gw_authn_stop();
+    return rc;
+}

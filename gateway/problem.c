@@ -1,0 +1,103 @@
+/* problem.c — gRPC code -> HTTP status, reason phrases, problem+json (problem.h).
+ * To add a status: one row in `statuses`; to remap a code: one row in `codes`. */
+#include "problem.h"
+
+#include <string.h>
+
+#include "buf.h"
+
+static const struct {
+    Cairn__V1__Code code;
+    int status;
+} codes[] = {
+    {CAIRN__V1__CODE__OK, 200},
+    {CAIRN__V1__CODE__CANCELLED, 499},
+    {CAIRN__V1__CODE__UNKNOWN, 500},
+    {CAIRN__V1__CODE__INVALID_ARGUMENT, 400},
+    {CAIRN__V1__CODE__DEADLINE_EXCEEDED, 504},
+    {CAIRN__V1__CODE__NOT_FOUND, 404},
+    {CAIRN__V1__CODE__ALREADY_EXISTS, 409},
+    {CAIRN__V1__CODE__PERMISSION_DENIED, 403},
+    {CAIRN__V1__CODE__RESOURCE_EXHAUSTED, 429},
+    {CAIRN__V1__CODE__FAILED_PRECONDITION, 412},
+    {CAIRN__V1__CODE__ABORTED, 409},
+    {CAIRN__V1__CODE__OUT_OF_RANGE, 400},
+    {CAIRN__V1__CODE__UNIMPLEMENTED, 501},
+    {CAIRN__V1__CODE__INTERNAL, 500},
+    {CAIRN__V1__CODE__UNAVAILABLE, 503},
+    {CAIRN__V1__CODE__DATA_LOSS, 500},
+    {CAIRN__V1__CODE__UNAUTHENTICATED, 401},
+};
+
+static const struct {
+    int status;
+    const char *reason;
+    const char *slug;
+} statuses[] = {
+    {200, "OK", "ok"},
+    {201, "Created", "created"},
+    {202, "Accepted", "accepted"},
+    {204, "No Content", "no-content"},
+    {400, "Bad Request", "bad-request"},
+    {401, "Unauthorized", "unauthorized"},
+    {403, "Forbidden", "forbidden"},
+    {404, "Not Found", "not-found"},
+    {405, "Method Not Allowed", "method-not-allowed"},
+    {409, "Conflict", "conflict"},
+    {412, "Precondition Failed", "precondition-failed"},
+    {413, "Content Too Large", "content-too-large"},
+    {415, "Unsupported Media Type", "unsupported-media-type"},
+    {429, "Too Many Requests", "too-many-requests"},
+    {499, "Client Closed Request", "client-closed-request"},
+    {500, "Internal Server Error", "internal"},
+    {501, "Not Implemented", "not-implemented"},
+    {503, "Service Unavailable", "unavailable"},
+    {504, "Gateway Timeout", "gateway-timeout"},
+};
+
+int gw_code_status(Cairn__V1__Code code)
+{
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (codes[i].code == code)
+            return codes[i].status;
+    return 500;
+}
+
+static int status_index(int status)
+{
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        if (statuses[i].status == status)
+            return (int)i;
+    return -1;
+}
+
+const char *gw_status_reason(int status)
+{
+    int i = status_index(status);
+    return i < 0 ? "Error" : statuses[i].reason;
+}
+
+void gw_problem_body(struct cn_buf *out, int status, const char *detail, const char *request_id,
+                     Cairn__V1__FieldError *const *errors, size_t nerrors)
+{
+    int i = status_index(status);
+    cn_buf_printf(out, "{\"type\":\"urn:cairn:problem:%s\",\"title\":", i < 0 ? "error" : statuses[i].slug);
+    const char *title = gw_status_reason(status);
+    cn_buf_json_str(out, title, strlen(title));
+    cn_buf_printf(out, ",\"status\":%d,\"detail\":", status);
+    detail = detail && *detail ? detail : title;
+    cn_buf_json_str(out, detail, strlen(detail));
+    cn_buf_puts(out, ",\"request_id\":");
+    cn_buf_json_str(out, request_id ? request_id : "", request_id ? strlen(request_id) : 0);
+    cn_buf_puts(out, ",\"errors\":[");
+    for (size_t k = 0; k < nerrors; k++) {
+        const char *f = errors[k]->field ? errors[k]->field : "";
+        const char *m = errors[k]->message ? errors[k]->message : "";
+        cn_buf_puts(out, k ? ",{\"field\":" : "{\"field\":");
+        cn_buf_json_str(out, f, strlen(f));
+        cn_buf_puts(out, ",\"message\":");
+        cn_buf_json_str(out, m, strlen(m));
+        cn_buf_putc(out, '}');
+    }
+    cn_buf_puts(out, "]}");
+}

@@ -1,0 +1,752 @@
+/* rpc.c — Call/Result over nng REQ/REP: the server (intake contexts, a bounded queue,
+ * worker threads, dispatch through the protoc-c service descriptor) and the blocking
+ * client. See rpc.h for the contract.
+ *
+ * Server shape: `nintake` nng contexts each wait for a request. A received request goes
+ * on the queue if fewer than workers+queue calls are accepted, otherwise the intake
+ * answers RESOURCE_EXHAUSTED itself without waking a worker. There are more intakes than
+ * workers+queue, so even a saturated server keeps answering (shedding) at once instead
+ * of letting requests sit unseen in nng's buffers until their deadline. A worker pops
+ * an intake, runs the call, and starts the reply send on the intake's aio; the send
+ * completion re-arms the receive.
+ *
+ * To add a per-call behaviour (e.g. tracing), touch handle_call(); to add a server
+ * metric, register it in metrics_init().
+ */
+#include "rpc.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "arena.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define NCODES 17
+#define SHED_INTAKES 8
+
+enum intake_state { INTAKE_RECV, INTAKE_QUEUED, INTAKE_SEND };
+
+struct intake {
+    struct cn_rpc_server *srv;
+    nng_ctx ctx;
+    nng_aio *aio;
+    enum intake_state state;
+    nng_msg *msg;           /* received request while queued */
+    int64_t recv_ms;
+    struct intake *next;    /* queue link */
+};
+
+struct worker {
+    struct cn_rpc_server *srv;
+    int index;
+    pthread_t thread;
+    void *state;
+    struct cn_arena *arena;
+};
+
+struct cn_rpc_server {
+    struct cn_rpc_server_opts opts;
+    nng_socket sock;
+    struct intake *intakes;
+    int nintake;
+    struct worker *workers;
+    pthread_mutex_t mtx;
+    pthread_cond_t work_cv;   /* queue non-empty or exiting */
+    pthread_cond_t idle_cv;   /* a call finished (for drain) */
+    struct intake *qhead, *qtail;
+    int qlen, running;
+    bool stopping;            /* refuse new calls */
+    bool exiting;             /* workers leave */
+    atomic_uint load;
+    /* metrics, looked up once */
+    unsigned nmethods;
+    struct cn_series **calls;     /* [nmethods][NCODES], filled lazily under mtx */
+    struct cn_series **durations; /* [nmethods] */
+    struct cn_series *shed, *expired, *inflight, *malformed;
+};
+
+static struct cn_metric *m_calls, *m_duration, *m_shed, *m_expired, *m_inflight, *m_malformed;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    m_calls = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_calls_total",
+                            "RPC calls handled, by method and result code", "method,code", NULL, 0);
+    m_duration = cn_metric_new(CN_METRIC_HISTOGRAM, "cairn_rpc_duration_seconds",
+                               "Time to handle an RPC, queueing included", "method", NULL, 0);
+    m_shed = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_shed_total",
+                           "Calls answered RESOURCE_EXHAUSTED because the queue was full", NULL, NULL, 0);
+    m_expired = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_deadline_exceeded_total",
+                              "Calls dropped unstarted because their deadline had passed", NULL, NULL, 0);
+    m_inflight = cn_metric_new(CN_METRIC_GAUGE, "cairn_rpc_inflight",
+                               "Calls queued or running", NULL, NULL, 0);
+    m_malformed = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_malformed_total",
+                                "Messages that were not a valid Call", NULL, NULL, 0);
+}
+
+static const char *const code_names[NCODES] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+const char *cn_code_name(Cairn__V1__Code code)
+{
+    if ((unsigned)code < NCODES)
+        return code_names[code];
+    return "UNKNOWN";
+}
+
+/* ---- per-call helpers for handlers ---- */
+
+void cn_call_fail(struct cn_call *c, Cairn__V1__Code code, const char *fmt, ...)
+{
+    if (c->code != CAIRN__V1__CODE__OK)
+        return;
+    c->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    c->message = cn_arena_strdup(c->arena, tmp);
+}
+
+void cn_call_field_error(struct cn_call *c, const char *field, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+
+    Cairn__V1__FieldError *fe = cn_arena_alloc(c->arena, sizeof *fe);
+    cairn__v1__field_error__init(fe);
+    fe->field = cn_arena_strdup(c->arena, field);
+    fe->message = cn_arena_strdup(c->arena, tmp);
+    Cairn__V1__FieldError **v = cn_arena_alloc(c->arena, (c->n_field_errors + 1) * sizeof *v);
+    if (c->n_field_errors)
+        memcpy(v, c->field_errors, c->n_field_errors * sizeof *v);
+    v[c->n_field_errors++] = fe;
+    c->field_errors = v;
+    if (c->code == CAIRN__V1__CODE__OK) {
+        c->code = CAIRN__V1__CODE__INVALID_ARGUMENT;
+        c->message = cn_arena_strdup(c->arena, "invalid request");
+    }
+}
+
+int64_t cn_call_time_left(const struct cn_call *c)
+{
+    if (c->deadline_ms == 0)
+        return INT32_MAX;
+    return c->deadline_ms - cn_mono_ms();
+}
+
+const Cairn__V1__Principal *cn_call_principal(const struct cn_call *c)
+{
+    const Cairn__V1__Principal *p = c->env->principal;
+    if (p == NULL || p->subject == NULL || p->subject[0] == '\0')
+        return NULL;
+    return p;
+}
+
+/* ---- envelope helpers ---- */
+
+/* Packs msg into a new nng message. */
+static nng_msg *pack_msg(const ProtobufCMessage *m)
+{
+    nng_msg *out;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (nng_msg_alloc(&out, n) != 0)
+        abort();
+    protobuf_c_message_pack(m, nng_msg_body(out));
+    return out;
+}
+
+static nng_msg *result_msg(Cairn__V1__Code code, const char *message, unsigned load)
+{
+    Cairn__V1__Result r = CAIRN__V1__RESULT__INIT;
+    r.code = code;
+    r.message = (char *)message;
+    r.load = load;
+    if (code == CAIRN__V1__CODE__RESOURCE_EXHAUSTED || code == CAIRN__V1__CODE__UNAVAILABLE)
+        r.retry_after_ms = 100;
+    return pack_msg(&r.base);
+}
+
+int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t timeout_ms,
+                           const Cairn__V1__Principal *principal, const char *client_ip,
+                           const uint8_t *body, size_t body_len, nng_msg **out)
+{
+    if (method == NULL || *method == '\0')
+        return CN_EINVAL;
+    Cairn__V1__Call c = CAIRN__V1__CALL__INIT;
+    c.method = (char *)method;
+    c.request_id = (char *)(request_id ? request_id : "");
+    c.timeout_ms = timeout_ms;
+    c.principal = (Cairn__V1__Principal *)principal;
+    c.client_ip = (char *)(client_ip ? client_ip : "");
+    c.body.data = (uint8_t *)body;
+    c.body.len = body_len;
+    *out = pack_msg(&c.base);
+    return CN_OK;
+}
+
+int cn_rpc_call_encode(const char *method, const char *request_id, uint32_t timeout_ms,
+                       const Cairn__V1__Principal *principal, const char *client_ip,
+                       const ProtobufCMessage *req, nng_msg **out)
+{
+    size_t n = req ? protobuf_c_message_get_packed_size(req) : 0;
+    uint8_t stackbuf[512];
+    uint8_t *buf = n <= sizeof stackbuf ? stackbuf : cn_malloc(n);
+    if (req)
+        protobuf_c_message_pack(req, buf);
+    int rv = cn_rpc_call_encode_raw(method, request_id, timeout_ms, principal, client_ip, buf, n, out);
+    if (buf != stackbuf)
+        free(buf);
+    return rv;
+}
+
+Cairn__V1__Result *cn_rpc_result_decode(nng_msg *msg, ProtobufCAllocator *alloc)
+{
+    return cairn__v1__result__unpack(alloc, nng_msg_len(msg), nng_msg_body(msg));
+}
+
+static void set_req_options(nng_socket s, size_t max_msg)
+{
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_msg ? max_msg : CN_RPC_MAX_MSG_DEFAULT);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 500);
+}
+
+/* Dials every comma-separated address in addrs on s without blocking. */
+static int dial_all(nng_socket s, const char *addrs)
+{
+    int n = 0;
+    const char *p = addrs;
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && (*p == ' '))
+            p++, len--;
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len) {
+            char *a = cn_strndup(p, len);
+            int rv = nng_dial(s, a, NULL, NNG_FLAG_NONBLOCK);
+            free(a);
+            if (rv != 0)
+                return CN_EINVAL;
+            n++;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return n ? CN_OK : CN_EINVAL;
+}
+
+int cn_rpc_req_socket(nng_socket *out, size_t max_msg)
+{
+    if (nng_req0_open(out) != 0)
+        return CN_EIO;
+    set_req_options(*out, max_msg);
+    return CN_OK;
+}
+
+int cn_rpc_req_open(nng_socket *out, const char *addr, size_t max_msg)
+{
+    nng_socket s;
+    if (cn_rpc_req_socket(&s, max_msg) != CN_OK)
+        return CN_EIO;
+    if (dial_all(s, addr) != CN_OK) {
+        nng_close(s);
+        return CN_EINVAL;
+    }
+    *out = s;
+    return CN_OK;
+}
+
+/* ---- server ---- */
+
+static unsigned server_load(struct cn_rpc_server *s) { return atomic_load(&s->load); }
+
+unsigned cn_rpc_server_load(const struct cn_rpc_server *s)
+{
+    return atomic_load(&((struct cn_rpc_server *)s)->load);
+}
+
+static void intake_recv(struct intake *in)
+{
+    in->state = INTAKE_RECV;
+    nng_ctx_recv(in->ctx, in->aio);
+}
+
+/* Starts sending reply on the intake; the completion re-arms its receive. */
+static void intake_reply(struct intake *in, nng_msg *reply)
+{
+    in->state = INTAKE_SEND;
+    nng_aio_set_msg(in->aio, reply);
+    nng_ctx_send(in->ctx, in->aio);
+}
+
+static void on_intake(void *arg)
+{
+    struct intake *in = arg;
+    struct cn_rpc_server *s = in->srv;
+    int rv = nng_aio_result(in->aio);
+
+    if (in->state == INTAKE_SEND) {
+        if (rv != 0)
+            nng_msg_free(nng_aio_get_msg(in->aio));
+        if (rv == NNG_ECLOSED)
+            return;
+        intake_recv(in);
+        return;
+    }
+    /* INTAKE_RECV */
+    if (rv == NNG_ECLOSED)
+        return;
+    if (rv != 0) {
+        intake_recv(in);
+        return;
+    }
+    nng_msg *msg = nng_aio_get_msg(in->aio);
+    pthread_mutex_lock(&s->mtx);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mtx);
+        nng_msg_free(msg);
+        intake_reply(in, result_msg(CAIRN__V1__CODE__UNAVAILABLE, "server is shutting down",
+                                    server_load(s)));
+        return;
+    }
+    if (s->qlen + s->running >= s->opts.workers + s->opts.queue) {
+        pthread_mutex_unlock(&s->mtx);
+        nng_msg_free(msg);
+        cn_series_add(s->shed, 1);
+        intake_reply(in, result_msg(CAIRN__V1__CODE__RESOURCE_EXHAUSTED,
+                                    "server busy: queue full", server_load(s)));
+        return;
+    }
+    in->msg = msg;
+    in->recv_ms = cn_mono_ms();
+    in->state = INTAKE_QUEUED;
+    in->next = NULL;
+    if (s->qtail)
+        s->qtail->next = in;
+    else
+        s->qhead = in;
+    s->qtail = in;
+    s->qlen++;
+    atomic_fetch_add(&s->load, 1);
+    cn_series_add(s->inflight, 1);
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mtx);
+}
+
+static struct cn_series *calls_series(struct cn_rpc_server *s, unsigned method, Cairn__V1__Code code)
+{
+    unsigned c = (unsigned)code < NCODES ? (unsigned)code : CAIRN__V1__CODE__UNKNOWN;
+    struct cn_series **slot = &s->calls[method * NCODES + c];
+    struct cn_series *ser = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (ser == NULL) {
+        const char *labels[2] = {s->opts.service->descriptor->methods[method].name, code_names[c]};
+        ser = cn_metric_series(m_calls, labels);
+        __atomic_store_n(slot, ser, __ATOMIC_RELEASE);
+    }
+    return ser;
+}
+
+static void on_reply(const ProtobufCMessage *msg, void *data)
+{
+    struct cn_call *c = data;
+    if (c->done) {
+        cn_log(CN_LOG_ERROR, "RPC-DOUBLE-REPLY", cn_call_request_id(c),
+               "handler for %s called its closure twice", c->method->name);
+        return;
+    }
+    c->done = true;
+    if (msg == NULL) {
+        if (c->code == CAIRN__V1__CODE__OK)
+            cn_call_fail(c, CAIRN__V1__CODE__INTERNAL, "internal error");
+        return;
+    }
+    if (c->code != CAIRN__V1__CODE__OK)
+        return;
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = cn_arena_alloc(c->arena, n ? n : 1);
+    protobuf_c_message_pack(msg, buf);
+    c->reply.data = buf;
+    c->reply.len = n;
+}
+
+/* Runs one received request; returns the reply message. */
+static nng_msg *handle_call(struct worker *w, struct intake *in)
+{
+    struct cn_rpc_server *s = w->srv;
+    const ProtobufCServiceDescriptor *sd = s->opts.service->descriptor;
+    ProtobufCAllocator alloc;
+    cn_arena_reset(w->arena);
+    cn_arena_allocator(w->arena, &alloc);
+
+    Cairn__V1__Call *env = cairn__v1__call__unpack(&alloc, nng_msg_len(in->msg), nng_msg_body(in->msg));
+    if (env == NULL || env->method == NULL) {
+        cn_series_add(s->malformed, 1);
+        return result_msg(CAIRN__V1__CODE__INVALID_ARGUMENT, "malformed call envelope", server_load(s));
+    }
+    const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(sd, env->method);
+    if (md == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no method %.100s on service %s", env->method, sd->name);
+        return result_msg(CAIRN__V1__CODE__UNIMPLEMENTED, msg, server_load(s));
+    }
+    unsigned mi = (unsigned)(md - sd->methods);
+    int64_t deadline = env->timeout_ms ? in->recv_ms + env->timeout_ms : 0;
+
+    struct cn_call call = {
+        .env = env,
+        .method = md,
+        .arena = w->arena,
+        .alloc = &alloc,
+        .worker = w->state,
+        .worker_index = w->index,
+        .deadline_ms = deadline,
+        .code = CAIRN__V1__CODE__OK,
+    };
+
+    if (deadline && cn_mono_ms() >= deadline) {
+        cn_series_add(s->expired, 1);
+        call.code = CAIRN__V1__CODE__DEADLINE_EXCEEDED;
+        call.message = "deadline exceeded before the call started";
+    } else {
+        ProtobufCMessage *input = protobuf_c_message_unpack(md->input, &alloc, env->body.len, env->body.data);
+        if (input == NULL) {
+            call.code = CAIRN__V1__CODE__INVALID_ARGUMENT;
+            call.message = "malformed request body";
+        } else {
+            s->opts.service->invoke(s->opts.service, mi, input, on_reply, &call);
+            if (!call.done) {
+                cn_log(CN_LOG_ERROR, "RPC-NO-REPLY", cn_call_request_id(&call),
+                       "handler for %s returned without replying", md->name);
+                call.code = CAIRN__V1__CODE__INTERNAL;
+                call.message = "internal error";
+            }
+        }
+    }
+
+    cn_series_add(calls_series(s, mi, call.code), 1);
+    /* From receipt, so time spent queued counts. */
+    cn_series_observe(s->durations[mi], (double)(cn_mono_us() - in->recv_ms * 1000) / 1e6);
+
+    Cairn__V1__Result r = CAIRN__V1__RESULT__INIT;
+    r.code = call.code;
+    r.message = call.message ? call.message : (char *)"";
+    r.field_errors = call.field_errors;
+    r.n_field_errors = call.n_field_errors;
+    r.retry_after_ms = call.retry_after_ms;
+    r.load = server_load(s);
+    if (call.code == CAIRN__V1__CODE__OK)
+        r.body = call.reply;
+    return pack_msg(&r.base);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct cn_rpc_server *s = w->srv;
+
+    w->arena = cn_arena_new(64 * 1024);
+    if (s->opts.worker_init)
+        w->state = s->opts.worker_init(w->index, s->opts.arg);
+
+    pthread_mutex_lock(&s->mtx);
+    for (;;) {
+        while (s->qhead == NULL && !s->exiting)
+            pthread_cond_wait(&s->work_cv, &s->mtx);
+        if (s->qhead == NULL && s->exiting)
+            break;
+        struct intake *in = s->qhead;
+        s->qhead = in->next;
+        if (s->qhead == NULL)
+            s->qtail = NULL;
+        s->qlen--;
+        s->running++;
+        pthread_mutex_unlock(&s->mtx);
+
+        nng_msg *reply = handle_call(w, in);
+        nng_msg_free(in->msg);
+        in->msg = NULL;
+        intake_reply(in, reply);
+        /* Keep the arena from holding on to one huge call's memory. */
+        if (cn_arena_used(w->arena) > (4u << 20)) {
+            cn_arena_free(w->arena);
+            w->arena = cn_arena_new(64 * 1024);
+        }
+
+        pthread_mutex_lock(&s->mtx);
+        s->running--;
+        atomic_fetch_sub(&s->load, 1);
+        cn_series_add(s->inflight, -1);
+        pthread_cond_broadcast(&s->idle_cv);
+    }
+    pthread_mutex_unlock(&s->mtx);
+
+    if (s->opts.worker_fini)
+        s->opts.worker_fini(w->state, s->opts.arg);
+    cn_arena_free(w->arena);
+    return NULL;
+}
+
+static int nng_to_cn(int rv)
+{
+    switch (rv) {
+    case 0:
+        return CN_OK;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return CN_EINVAL;
+    case NNG_ETIMEDOUT:
+        return CN_ETIMEDOUT;
+    case NNG_ECLOSED:
+        return CN_ECLOSED;
+    case NNG_ECONNREFUSED:
+    case NNG_ECONNRESET:
+    case NNG_ECONNSHUT:
+    case NNG_EUNREACHABLE:
+        return CN_EUNAVAIL;
+    case NNG_EMSGSIZE:
+        return CN_ETOOBIG;
+    default:
+        return CN_EIO;
+    }
+}
+
+static void server_free(struct cn_rpc_server *s)
+{
+    if (s->intakes) {
+        for (int i = 0; i < s->nintake; i++) {
+            if (s->intakes[i].aio) {
+                nng_aio_stop(s->intakes[i].aio);
+                if (s->intakes[i].msg)
+                    nng_msg_free(s->intakes[i].msg);
+                nng_aio_free(s->intakes[i].aio);
+            }
+        }
+    }
+    free(s->intakes);
+    free(s->workers);
+    free(s->calls);
+    free(s->durations);
+    pthread_mutex_destroy(&s->mtx);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->idle_cv);
+    free(s);
+}
+
+int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_opts *opts)
+{
+    if (opts->service == NULL || opts->listen == NULL || opts->workers < 1 || opts->queue < 0)
+        return CN_EINVAL;
+    pthread_once(&metrics_once, metrics_init);
+
+    struct cn_rpc_server *s = cn_calloc(1, sizeof *s);
+    s->opts = *opts;
+    pthread_mutex_init(&s->mtx, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->idle_cv, NULL);
+
+    const ProtobufCServiceDescriptor *sd = opts->service->descriptor;
+    s->nmethods = sd->n_methods;
+    s->calls = cn_calloc((size_t)s->nmethods * NCODES, sizeof *s->calls);
+    s->durations = cn_calloc(s->nmethods ? s->nmethods : 1, sizeof *s->durations);
+    for (unsigned i = 0; i < s->nmethods; i++)
+        s->durations[i] = cn_metric_series(m_duration, (const char *[]){sd->methods[i].name});
+    s->shed = cn_metric_series(m_shed, NULL);
+    s->expired = cn_metric_series(m_expired, NULL);
+    s->inflight = cn_metric_series(m_inflight, NULL);
+    s->malformed = cn_metric_series(m_malformed, NULL);
+
+    int rv = nng_rep0_open(&s->sock);
+    if (rv != 0) {
+        server_free(s);
+        return CN_EIO;
+    }
+    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, opts->max_msg ? opts->max_msg : CN_RPC_MAX_MSG_DEFAULT);
+    rv = nng_listen(s->sock, opts->listen, NULL, 0);
+    if (rv != 0) {
+        cn_log(CN_LOG_ERROR, "RPC-LISTEN-FAILED", NULL, "cannot listen on %s: %s", opts->listen,
+               nng_strerror(rv));
+        nng_close(s->sock);
+        server_free(s);
+        return nng_to_cn(rv);
+    }
+
+    s->nintake = opts->workers + opts->queue + SHED_INTAKES;
+    s->intakes = cn_calloc((size_t)s->nintake, sizeof *s->intakes);
+    for (int i = 0; i < s->nintake; i++) {
+        struct intake *in = &s->intakes[i];
+        in->srv = s;
+        if (nng_ctx_open(&in->ctx, s->sock) != 0 || nng_aio_alloc(&in->aio, on_intake, in) != 0) {
+            nng_close(s->sock);
+            server_free(s);
+            return CN_EIO;
+        }
+    }
+
+    s->workers = cn_calloc((size_t)opts->workers, sizeof *s->workers);
+    for (int i = 0; i < opts->workers; i++) {
+        s->workers[i].srv = s;
+        s->workers[i].index = i;
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
+            abort();
+    }
+    for (int i = 0; i < s->nintake; i++)
+        intake_recv(&s->intakes[i]);
+
+    cn_log(CN_LOG_INFO, "RPC-LISTENING", NULL, "serving %s on %s with %d workers, queue %d",
+           sd->name, opts->listen, opts->workers, opts->queue);
+    *out = s;
+    return CN_OK;
+}
+
+int cn_rpc_server_stop(struct cn_rpc_server *s, int timeout_ms)
+{
+    if (s == NULL)
+        return 0;
+    int64_t deadline = cn_mono_ms() + timeout_ms;
+
+    pthread_mutex_lock(&s->mtx);
+    s->stopping = true;
+    while (s->qlen + s->running > 0) {
+        int64_t left = deadline - cn_mono_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->idle_cv, &s->mtx, &ts);
+    }
+    int cut = s->qlen + s->running;
+    s->exiting = true;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mtx);
+
+    if (cut > 0) {
+        /* Calls are still running on workers we cannot interrupt: stop listening and
+         * leave the server to the exiting process rather than free memory in use. */
+        nng_close(s->sock);
+        return cut;
+    }
+    for (int i = 0; i < s->opts.workers; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    nng_close(s->sock);
+    server_free(s);
+    return 0;
+}
+
+/* ---- blocking client ---- */
+
+struct cn_rpc_client {
+    nng_socket sock;
+};
+
+int cn_rpc_client_open(struct cn_rpc_client **out, const char *addr)
+{
+    struct cn_rpc_client *c = cn_calloc(1, sizeof *c);
+    int rv = cn_rpc_req_open(&c->sock, addr, 0);
+    if (rv != CN_OK) {
+        free(c);
+        return rv;
+    }
+    *out = c;
+    return CN_OK;
+}
+
+void cn_rpc_client_close(struct cn_rpc_client *c)
+{
+    if (c == NULL)
+        return;
+    nng_close(c->sock);
+    free(c);
+}
+
+int cn_rpc_client_call(struct cn_rpc_client *c, const char *method,
+                       const Cairn__V1__Principal *principal, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp_desc, int timeout_ms,
+                       Cairn__V1__Result **res, ProtobufCMessage **resp)
+{
+    nng_ctx ctx;
+    nng_aio *aio = NULL;
+    nng_msg *msg = NULL;
+    int rv;
+    char rid[33];
+
+    *res = NULL;
+    if (resp)
+        *resp = NULL;
+    cn_request_id_new(rid);
+    if ((rv = cn_rpc_call_encode(method, rid, (uint32_t)timeout_ms, principal, NULL, req, &msg)) != CN_OK)
+        return rv;
+    if (nng_ctx_open(&ctx, c->sock) != 0) {
+        nng_msg_free(msg);
+        return CN_ECLOSED;
+    }
+    if (nng_aio_alloc(&aio, NULL, NULL) != 0)
+        abort();
+    int64_t deadline = cn_mono_ms() + timeout_ms;
+    nng_aio_set_timeout(aio, timeout_ms);
+    nng_aio_set_msg(aio, msg);
+    nng_ctx_send(ctx, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0) {
+        nng_msg_free(msg);
+        goto out;
+    }
+    int64_t left = deadline - cn_mono_ms();
+    nng_aio_set_timeout(aio, left > 0 ? (nng_duration)left : 1);
+    nng_ctx_recv(ctx, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0)
+        goto out;
+    msg = nng_aio_get_msg(aio);
+    *res = cn_rpc_result_decode(msg, NULL);
+    if (*res == NULL) {
+        nng_msg_free(msg);
+        rv = NNG_EPROTO;
+        goto out;
+    }
+    if ((*res)->code == CAIRN__V1__CODE__OK && resp_desc && resp) {
+        *resp = protobuf_c_message_unpack(resp_desc, NULL, (*res)->body.len, (*res)->body.data);
+        if (*resp == NULL) {
+            cairn__v1__result__free_unpacked(*res, NULL);
+            *res = NULL;
+            nng_msg_free(msg);
+            rv = NNG_EPROTO;
+            goto out;
+        }
+    }
+    nng_msg_free(msg);
+out:
+    nng_aio_free(aio);
+    nng_ctx_close(ctx);
+    if (rv == NNG_EPROTO)
+        return CN_EPROTO;
+    return nng_to_cn(rv);
+}

@@ -1,0 +1,290 @@
+/* rpc_test.c — the RPC server and blocking client over inproc:// with a test service
+ * (tests/proto/cairn/test/echo.proto): round trip, principal passing, field errors,
+ * unknown method, malformed envelope and body, deadline expiry before start, load
+ * shedding when the queue is full, a handler that forgets to reply, and drain on stop. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "rpc.c"
+
+#include "cairn/test/echo.pb-c.h"
+
+static void echo_say(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRequest *in,
+                     Cairn__Test__SayReply_Closure done, void *cd)
+{
+    (void)svc;
+    struct cn_call *call = cd;
+    Cairn__Test__SayReply r = CAIRN__TEST__SAY_REPLY__INIT;
+    r.text = cn_arena_printf(call->arena, "echo:%s", in->text);
+    const Cairn__V1__Principal *p = cn_call_principal(call);
+    r.subject = p ? p->subject : (char *)"";
+    r.worker = call->worker_index;
+    done(&r, cd);
+}
+
+static void echo_sleep(Cairn__Test__Echo_Service *svc, const Cairn__Test__SleepRequest *in,
+                       Cairn__Test__SayReply_Closure done, void *cd)
+{
+    (void)svc;
+    nng_msleep(in->ms);
+    Cairn__Test__SayReply r = CAIRN__TEST__SAY_REPLY__INIT;
+    r.text = "slept";
+    done(&r, cd);
+}
+
+static void echo_reject(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRequest *in,
+                        Cairn__Test__SayReply_Closure done, void *cd)
+{
+    (void)svc;
+    (void)in;
+    cn_call_field_error(cd, "text", "must be %s", "polite");
+    done(NULL, cd);
+}
+
+static void echo_forget(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRequest *in,
+                        Cairn__Test__SayReply_Closure done, void *cd)
+{
+    (void)svc;
+    (void)in;
+    (void)done;
+    (void)cd;
+}
+
+static Cairn__Test__Echo_Service echo_service = CAIRN__TEST__ECHO__INIT(echo_);
+
+static int worker_inits, worker_finis;
+static void *w_init(int i, void *arg)
+{
+    (void)arg;
+    __atomic_fetch_add(&worker_inits, 1, __ATOMIC_SEQ_CST);
+    return (void *)(intptr_t)(i + 1);
+}
+static void w_fini(void *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    __atomic_fetch_add(&worker_finis, 1, __ATOMIC_SEQ_CST);
+}
+
+static struct cn_rpc_server *start(const char *addr, int workers, int queue)
+{
+    struct cn_rpc_server *s = NULL;
+    struct cn_rpc_server_opts o = {
+        .listen = addr, .service = &echo_service.base, .workers = workers, .queue = queue,
+        .worker_init = w_init, .worker_fini = w_fini, .name = "echo",
+    };
+    assert_int_equal(cn_rpc_server_start(&s, &o), CN_OK);
+    return s;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    worker_inits = worker_finis = 0;
+    struct cn_rpc_server *s = start("inproc://rt", 2, 4);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "inproc://rt"), CN_OK);
+
+    Cairn__Test__SayRequest req = CAIRN__TEST__SAY_REQUEST__INIT;
+    req.text = "hi";
+    Cairn__V1__Principal p = CAIRN__V1__PRINCIPAL__INIT;
+    p.subject = "user-1";
+    Cairn__V1__Result *res;
+    ProtobufCMessage *resp;
+    assert_int_equal(cn_rpc_client_call(c, "Say", &p, &req.base, &cairn__test__say_reply__descriptor,
+                                        1000, &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+    Cairn__Test__SayReply *r = (Cairn__Test__SayReply *)resp;
+    assert_string_equal(r->text, "echo:hi");
+    assert_string_equal(r->subject, "user-1");
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    /* anonymous */
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor,
+                                        1000, &res, &resp), CN_OK);
+    assert_string_equal(((Cairn__Test__SayReply *)resp)->subject, "");
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    cn_rpc_client_close(c);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+    assert_int_equal(worker_inits, 2);
+    assert_int_equal(worker_finis, 2);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = start("inproc://err", 1, 1);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "inproc://err"), CN_OK);
+    Cairn__Test__SayRequest req = CAIRN__TEST__SAY_REQUEST__INIT;
+    Cairn__V1__Result *res;
+    ProtobufCMessage *resp;
+
+    assert_int_equal(cn_rpc_client_call(c, "Reject", NULL, &req.base, &cairn__test__say_reply__descriptor,
+                                        1000, &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__INVALID_ARGUMENT);
+    assert_null(resp);
+    assert_int_equal(res->n_field_errors, 1);
+    assert_string_equal(res->field_errors[0]->field, "text");
+    assert_string_equal(res->field_errors[0]->message, "must be polite");
+    cairn__v1__result__free_unpacked(res, NULL);
+
+    assert_int_equal(cn_rpc_client_call(c, "Nope", NULL, &req.base, NULL, 1000, &res, NULL), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__UNIMPLEMENTED);
+    cairn__v1__result__free_unpacked(res, NULL);
+
+    assert_int_equal(cn_rpc_client_call(c, "Forget", NULL, &req.base, NULL, 1000, &res, NULL), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__INTERNAL);
+    cairn__v1__result__free_unpacked(res, NULL);
+
+    cn_rpc_client_close(c);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+}
+
+/* Sends raw bytes on a fresh REQ socket and returns the decoded Result. */
+static Cairn__V1__Result *raw_call(const char *addr, const void *data, size_t len)
+{
+    nng_socket sock;
+    assert_int_equal(cn_rpc_req_open(&sock, addr, 0), CN_OK);
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 2000);
+    assert_int_equal(nng_send(sock, (void *)data, len, 0), 0);
+    nng_msg *m;
+    assert_int_equal(nng_recvmsg(sock, &m, 0), 0);
+    Cairn__V1__Result *r = cn_rpc_result_decode(m, NULL);
+    nng_msg_free(m);
+    nng_close(sock);
+    assert_non_null(r);
+    return r;
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = start("inproc://bad", 1, 1);
+    Cairn__V1__Result *r = raw_call("inproc://bad", "\xff\xff\xff", 3);
+    assert_int_equal(r->code, CAIRN__V1__CODE__INVALID_ARGUMENT);
+    cairn__v1__result__free_unpacked(r, NULL);
+
+    /* a valid envelope whose body is not a SayRequest */
+    nng_msg *m;
+    assert_int_equal(cn_rpc_call_encode_raw("Say", "r", 1000, NULL, NULL, (const uint8_t *)"\x0a\xff", 2, &m), CN_OK);
+    r = raw_call("inproc://bad", nng_msg_body(m), nng_msg_len(m));
+    nng_msg_free(m);
+    assert_int_equal(r->code, CAIRN__V1__CODE__INVALID_ARGUMENT);
+    assert_string_equal(r->message, "malformed request body");
+    cairn__v1__result__free_unpacked(r, NULL);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+}
+
+struct bg {
+    const char *addr;
+    const char *method;
+    int ms;
+    int timeout;
+    Cairn__V1__Code code;
+};
+
+static void *bg_call(void *arg)
+{
+    struct bg *b = arg;
+    struct cn_rpc_client *c = NULL;
+    if (cn_rpc_client_open(&c, b->addr) != CN_OK)
+        return NULL;
+    Cairn__Test__SleepRequest req = CAIRN__TEST__SLEEP_REQUEST__INIT;
+    req.ms = b->ms;
+    Cairn__V1__Result *res = NULL;
+    if (cn_rpc_client_call(c, b->method, NULL, &req.base, NULL, b->timeout, &res, NULL) == CN_OK) {
+        b->code = res->code;
+        cairn__v1__result__free_unpacked(res, NULL);
+    } else {
+        b->code = (Cairn__V1__Code)-1;
+    }
+    cn_rpc_client_close(c);
+    return NULL;
+}
+
+static void test_shedding_and_deadline(void **state)
+{
+    (void)state;
+    /* One worker, one queue slot: a running call, a queued one, then shedding. */
+    struct cn_rpc_server *s = start("inproc://shed", 1, 1);
+    struct bg calls[4] = {
+        {"inproc://shed", "Sleep", 300, 2000, 0},
+        {"inproc://shed", "Sleep", 10, 2000, 0},
+        {"inproc://shed", "Sleep", 10, 2000, 0},
+        {"inproc://shed", "Sleep", 10, 100, 0}, /* expires while queued? see below */
+    };
+    pthread_t t[3];
+    pthread_create(&t[0], NULL, bg_call, &calls[0]);
+    nng_msleep(50);
+    pthread_create(&t[1], NULL, bg_call, &calls[1]);
+    nng_msleep(50);
+    pthread_create(&t[2], NULL, bg_call, &calls[2]);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(calls[0].code, CAIRN__V1__CODE__OK);
+    assert_int_equal(calls[1].code, CAIRN__V1__CODE__OK);
+    assert_int_equal(calls[2].code, CAIRN__V1__CODE__RESOURCE_EXHAUSTED);
+    assert_true(cn_series_value(s->shed) >= 1);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+
+    /* Deadline: a call queued behind a 300 ms call with 100 ms left is dropped unstarted. */
+    s = start("inproc://dl", 1, 2);
+    double expired_before = cn_series_value(s->expired);
+    struct bg slow = {"inproc://dl", "Sleep", 300, 2000, 0};
+    struct bg late = {"inproc://dl", "Sleep", 10, 100, 0};
+    pthread_create(&t[0], NULL, bg_call, &slow);
+    nng_msleep(50);
+    pthread_create(&t[1], NULL, bg_call, &late);
+    pthread_join(t[1], NULL);
+    pthread_join(t[0], NULL);
+    /* The client gave up at 100 ms (timeout), and the server did not run it. */
+    assert_int_equal((int)late.code, -1);
+    nng_msleep(50);
+    assert_true(cn_series_value(s->expired) >= expired_before + 1);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+}
+
+static void test_drain(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = start("inproc://drain", 1, 1);
+    struct bg slow = {"inproc://drain", "Sleep", 200, 2000, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, bg_call, &slow);
+    nng_msleep(50);
+    /* Stop waits for the running call to finish and reply. */
+    assert_int_equal(cn_rpc_server_stop(s, 2000), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(slow.code, CAIRN__V1__CODE__OK);
+}
+
+static void test_bad_listen(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = NULL;
+    struct cn_rpc_server_opts o = {.listen = "bogus://x", .service = &echo_service.base, .workers = 1};
+    assert_int_not_equal(cn_rpc_server_start(&s, &o), CN_OK);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "nonsense"), CN_EINVAL);
+    assert_string_equal(cn_code_name(CAIRN__V1__CODE__UNAUTHENTICATED), "UNAUTHENTICATED");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_shedding_and_deadline),
+        cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_bad_listen),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
