@@ -9,6 +9,8 @@
 #ifndef CN_LOG_H
 #define CN_LOG_H
 
+#include <stddef.h>
+
 enum cn_log_level { CN_LOG_DEBUG = 0, CN_LOG_INFO, CN_LOG_WARN, CN_LOG_ERROR };
 
 extern int cn_log_min_level;
