@@ -15,6 +15,11 @@
  * Unknown kid: a token signed by a key we have not fetched yet asks the refresher to run
  * now, at most once per UNKNOWN_KID_REFRESH_MS so forged kids cannot make us hammer auth.
  *
+ * Lifecycle: gw_authn_start runs before the loop threads verify anything and
+ * gw_authn_stop after they have stopped; the configuration is read without a lock in
+ * between. Memory: each verifying thread's table is CACHE_SLOTS entries of about 800
+ * bytes (about 3 MiB of address space, touched only as slots fill).
+ *
  * To accept another key type, extend usable_jwk() and make cn_jwt_verify handle it.
  */
 #include "authn.h"
@@ -36,10 +41,10 @@
 #include "rpc.h"
 #include "util.h"
 
-#define CACHE_SLOTS 4096                /* per thread; a power of two */
+#define CACHE_SLOTS 4096 /* per thread; a power of two */
 #define UNKNOWN_KID_REFRESH_MS 5000
-#define FETCH_TIMEOUT_MS 2000           /* also bounds how long gw_authn_stop can wait */
-#define RETRY_MIN_MS 1000               /* first retry after a failed fetch, then doubling */
+#define FETCH_TIMEOUT_MS 2000 /* also bounds how long gw_authn_stop can wait */
+#define RETRY_MIN_MS 1000     /* first retry after a failed fetch, then doubling */
 #define ACCESS_TOKEN_TYP "at+jwt"
 
 struct key_entry {
@@ -58,14 +63,14 @@ struct keyset {
 
 struct cache_entry {
     uint8_t hash[32];
-    uint64_t gen;                       /* 0 = empty: generations start at 1 */
+    uint64_t gen; /* 0 = empty: generations start at 1 */
     struct gw_principal p;
 };
 
 static struct {
-    pthread_rwlock_t lock;              /* guards set (the pointer, not the set) */
+    pthread_rwlock_t lock; /* guards set (the pointer, not the set) */
     struct keyset *set;
-    atomic_uint_fast64_t gen;           /* set->gen, readable without the lock */
+    atomic_uint_fast64_t gen; /* set->gen, readable without the lock */
     atomic_int ready;
 
     /* configuration, owned copies */
@@ -74,8 +79,9 @@ static struct {
 
     /* the refresher */
     pthread_mutex_t mu;
-    pthread_cond_t cv;                  /* on CLOCK_MONOTONIC */
-    bool running, stopping, wanted;
+    pthread_cond_t cv;   /* on CLOCK_MONOTONIC */
+    atomic_bool running; /* read by verifiers to decide on refresh_soon */
+    bool stopping, wanted;
     pthread_t thread;
     struct cn_rpc_client *client;
     atomic_int_fast64_t last_forced_ms; /* last refresh asked for by an unknown kid */
@@ -96,12 +102,11 @@ static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
 static void metrics_init(void)
 {
-    struct cn_metric *r = cn_metric_new(CN_METRIC_COUNTER, "cairn_authn_jwks_refresh_total",
-                                        "JWKS fetches from cairn-auth, by result", "result",
-                                        NULL, 0);
+    struct cn_metric *r =
+        cn_metric_new(CN_METRIC_COUNTER, "cairn_authn_jwks_refresh_total",
+                      "JWKS fetches from cairn-auth, by result", "result", NULL, 0);
     struct cn_metric *c = cn_metric_new(CN_METRIC_COUNTER, "cairn_authn_cache_total",
-                                        "Access-token cache lookups, by result", "result",
-                                        NULL, 0);
+                                        "Access-token cache lookups, by result", "result", NULL, 0);
     m.refresh_ok = cn_metric_series(r, (const char *[]){"ok"});
     m.refresh_error = cn_metric_series(r, (const char *[]){"error"});
     m.refresh_empty = cn_metric_series(r, (const char *[]){"empty"});
@@ -179,9 +184,10 @@ static struct keyset *keyset_from_jwks(const Cairn__V1__Jwks *jwks)
 
         if (!usable_jwk(k))
             continue;
-        if (kidlen == 0 || kidlen >= sizeof e->kid || k->x == NULL ||
-            strlen(k->x) >= sizeof e->x || keyset_find(s, k->kid) != NULL) {
-            cn_log_warn("GW-JWKS-KEY-IGNORED", "JWKS key %zu: missing, long or repeated kid, or bad x", i);
+        if (kidlen == 0 || kidlen >= sizeof e->kid || k->x == NULL || strlen(k->x) >= sizeof e->x ||
+            keyset_find(s, k->kid) != NULL) {
+            cn_log_warn("GW-JWKS-KEY-IGNORED",
+                        "JWKS key %zu: missing, long or repeated kid, or bad x", i);
             continue;
         }
         e->key = cn_jwk_key_from_x(k->x);
@@ -203,7 +209,12 @@ static void keyset_install(struct keyset *s)
 
     pthread_rwlock_wrlock(&g.lock);
     old = g.set;
-    s->gen = old == NULL ? 1 : keyset_covers(s, old) ? old->gen : old->gen + 1;
+    /* Generations only grow, even across a stop and start, so an entry cached under
+     * an earlier set can never match a later one by accident. */
+    if (old != NULL && keyset_covers(s, old))
+        s->gen = old->gen;
+    else
+        s->gen = atomic_load(&g.gen) + 1;
     g.set = s;
     atomic_store(&g.gen, s->gen);
     pthread_rwlock_unlock(&g.lock);
@@ -232,8 +243,8 @@ static void conf_clear(void)
 static int conf_set(const struct gw_authn_conf *c)
 {
     if (c == NULL || c->auth_addr == NULL || c->iss == NULL || c->aud == NULL ||
-        c->auth_addr[0] == '\0' || c->iss[0] == '\0' || c->aud[0] == '\0' ||
-        c->refresh_s < 1 || c->leeway_s < 0 || c->leeway_s > 86400)
+        c->auth_addr[0] == '\0' || c->iss[0] == '\0' || c->aud[0] == '\0' || c->refresh_s < 1 ||
+        c->leeway_s < 0 || c->leeway_s > 86400)
         return CN_EINVAL;
     conf_clear();
     g.addr = cn_strdup(c->auth_addr);
@@ -271,7 +282,8 @@ static int fetch_jwks(void)
     if (s->n == 0) {
         /* Far more likely a broken auth deployment than the revocation of every key;
          * keeping the old keys keeps the platform up. */
-        cn_log_warn("GW-JWKS-EMPTY", "GetJwks from %s returned no Ed25519 keys; keeping the current ones", g.addr);
+        cn_log_warn("GW-JWKS-EMPTY",
+                    "GetJwks from %s returned no Ed25519 keys; keeping the current ones", g.addr);
         keyset_unref(s);
         cn_series_add(m.refresh_empty, 1);
         rc = CN_EPROTO;
@@ -356,7 +368,7 @@ int gw_authn_start(const struct gw_authn_conf *conf)
     int rc;
 
     pthread_once(&metrics_once, metrics_init);
-    if (g.running)
+    if (atomic_load(&g.running))
         return CN_EINVAL;
     rc = conf_set(conf);
     if (rc != CN_OK)
@@ -379,7 +391,7 @@ int gw_authn_start(const struct gw_authn_conf *conf)
         conf_clear();
         return CN_EINVAL;
     }
-    g.running = true;
+    atomic_store(&g.running, true);
     return CN_OK;
 }
 
@@ -389,7 +401,7 @@ void gw_authn_stop(void)
 {
     struct keyset *old;
 
-    if (!g.running)
+    if (!atomic_load(&g.running))
         return;
     pthread_mutex_lock(&g.mu);
     g.stopping = true;
@@ -399,7 +411,7 @@ void gw_authn_stop(void)
     pthread_cond_destroy(&g.cv);
     cn_rpc_client_close(g.client);
     g.client = NULL;
-    g.running = false;
+    atomic_store(&g.running, false);
 
     pthread_rwlock_wrlock(&g.lock);
     old = g.set;
@@ -413,10 +425,7 @@ void gw_authn_stop(void)
     conf_clear();
 }
 
-int gw_authn_ready(void)
-{
-    return atomic_load(&g.ready);
-}
+int gw_authn_ready(void) { return atomic_load(&g.ready); }
 
 /* ---- verification ---- */
 
@@ -433,7 +442,7 @@ static void cache_key_init(void)
 /* This thread's cache table, made on first use. */
 static struct cache_entry *thread_cache(void)
 {
-    static __thread struct cache_entry *cache;
+    static _Thread_local struct cache_entry *cache;
 
     if (cache == NULL) {
         pthread_once(&cache_once, cache_key_init);
@@ -475,7 +484,7 @@ int gw_authn_verify(const char *token, size_t len, struct gw_principal *out, con
     /* Refused before hashing, so an oversize header costs nothing. */
     if (token == NULL || len > CN_JWT_MAX_LEN) {
         rc = CN_EINVAL;
-        reason = "token too long";
+        reason = token == NULL ? "malformed" : "token too long";
         goto out;
     }
     if (EVP_Digest(token, len, hash, NULL, EVP_sha256(), NULL) != 1) {
@@ -508,7 +517,7 @@ int gw_authn_verify(const char *token, size_t len, struct gw_principal *out, con
         memcpy(e->hash, hash, sizeof hash);
         e->gen = set->gen;
         e->p = *out;
-    } else if (rc == CN_ENOTFOUND && g.running) {
+    } else if (rc == CN_ENOTFOUND && atomic_load(&g.running)) {
         refresh_soon();
     }
     keyset_unref(set);

@@ -209,7 +209,7 @@ int cn_rpc_call_encode(const char *method, const char *request_id, uint32_t time
                        const ProtobufCMessage *req, nng_msg **out)
 {
     size_t n = req ? protobuf_c_message_get_packed_size(req) : 0;
-    uint8_t stackbuf[512];
+    uint8_t stackbuf[512] = {0};
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : cn_malloc(n);
     if (req)
         protobuf_c_message_pack(req, buf);
