@@ -56,7 +56,11 @@ TOKEN=$(curl -fs -XPOST "$base/v1/auth/login" -H 'content-type: application/json
   -d "{\"email\":\"$email\",\"password\":\"correct horse battery staple\"}" |
   /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
-PG_PIDS() { pgrep -f "postgres.*$W" || true; }
+PG_PIDS() { # the postmaster and its backends
+  local pm
+  pm=$(head -1 "$W/stack/pg/data/postmaster.pid" 2>/dev/null) || return 0
+  echo "$pm"; pgrep -P "$pm" || true
+}
 cpu_ticks() { # sum of utime+stime of the given pids (and their threads)
   local s=0
   for p in "$@"; do
@@ -67,7 +71,7 @@ cpu_ticks() { # sum of utime+stime of the given pids (and their threads)
 }
 HZ=$(getconf CLK_TCK)
 
-saturate() { # path -> prints rps; sets CPU_* globals
+saturate() { # path [wrk args] -> prints: rps p50 p99 cpu_gw cpu_auth cpu_pg
   local path=$1; shift
   local g0 a0 p0 g1 a1 p1 out rps reqs
   g0=$(cpu_ticks $GW_PID); a0=$(cpu_ticks $AUTH_PID); p0=$(cpu_ticks $(PG_PIDS))
@@ -77,12 +81,11 @@ saturate() { # path -> prints rps; sets CPU_* globals
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   [ -z "$non2xx" ] || { echo "bench: $path answered $non2xx non-2xx responses" >&2; exit 1; }
-  CPU_GW=$(/usr/bin/python3 -c "print(f'{($g1-$g0)/$HZ*1e6/$reqs:.1f}')")
-  CPU_AUTH=$(/usr/bin/python3 -c "print(f'{($a1-$a0)/$HZ*1e6/$reqs:.1f}')")
-  CPU_PG=$(/usr/bin/python3 -c "print(f'{($p1-$p0)/$HZ*1e6/$reqs:.1f}')")
-  WRK_P50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  WRK_P99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  echo "$rps"
+  local us="/usr/bin/python3 -c"
+  echo "$rps $(echo "$out" | awk '$1=="50%" {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}')" \
+    "$($us "print(f'{($g1-$g0)/$HZ*1e6/$reqs:.1f}')")" \
+    "$($us "print(f'{($a1-$a0)/$HZ*1e6/$reqs:.1f}')")" \
+    "$($us "print(f'{($p1-$p0)/$HZ*1e6/$reqs:.1f}')")"
 }
 
 fixed_rate() { # path rate -> "p50 p99 max ok/total" in ms
@@ -105,10 +108,10 @@ echo "# cairn bench: GET /v1/auth/me vs /healthz ($(date -u +%FT%TZ), $(nproc) c
 echo
 echo "| target | saturation rps (wrk -c32) | wrk p50 | wrk p99 | CPU us/req gateway | auth | postgres |"
 echo "|---|---|---|---|---|---|---|"
-SAT_H=$(saturate /healthz)
-echo "| /healthz (no upstream) | $SAT_H | $WRK_P50 | $WRK_P99 | $CPU_GW | $CPU_AUTH | $CPU_PG |"
-SAT_M=$(saturate /v1/auth/me -H "Authorization: Bearer $TOKEN")
-echo "| /v1/auth/me | $SAT_M | $WRK_P50 | $WRK_P99 | $CPU_GW | $CPU_AUTH | $CPU_PG |"
+set -- $(saturate /healthz); SAT_H=$1
+echo "| /healthz (no upstream) | $1 | $2 | $3 | $4 | $5 | $6 |"
+set -- $(saturate /v1/auth/me -H "Authorization: Bearer $TOKEN"); SAT_M=$1
+echo "| /v1/auth/me | $1 | $2 | $3 | $4 | $5 | $6 |"
 echo
 echo "| target | offered rps | p50 ms | p99 ms | max ms | 2xx/total |"
 echo "|---|---|---|---|---|---|"
