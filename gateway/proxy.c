@@ -416,6 +416,10 @@ static int apply_params(struct reqstate *st, const struct gw_match *m, ProtobufC
 
 int gw_ready(char *why, size_t whylen)
 {
+    if (atomic_load(&gw_stopping)) {
+        snprintf(why, whylen, "shutting down");
+        return 0;
+    }
     if (!gw_authn_ready()) {
         snprintf(why, whylen, "signing keys not loaded from auth yet");
         return 0;

@@ -1,0 +1,192 @@
+"""docs/openapi.yaml equals the gateway's route table.
+
+`cairn-gateway --routes` prints gateway/routes.c as JSON; this test holds the hand-written
+OpenAPI document to it: the same (method, path) pairs in both directions, the same RPC
+behind each, bearerAuth on every user/admin route and on no public one, the route's
+success status among the responses, and X-Request-Id on every response. Operations
+marked `x-cairn-builtin` (the gateway's own /healthz and /readyz) are not routes and are
+left out of the comparison. Needs only the built gateway binary, no running stack.
+"""
+
+import json
+import pathlib
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GATEWAY = ROOT / "build" / "bin" / "cairn-gateway"
+OPENAPI = ROOT / "docs" / "openapi.yaml"
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+BUILTINS = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+@pytest.fixture(scope="module")
+def routes():
+    if not GATEWAY.exists():
+        pytest.fail(f"{GATEWAY} is missing: run `make` first")
+    out = subprocess.run([str(GATEWAY), "--routes"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, f"cairn-gateway --routes failed ({out.returncode}): {out.stderr}"
+    table = json.loads(out.stdout)
+    assert table, "the route table is empty"
+    return {(r["method"], r["path"]): r for r in table}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    with OPENAPI.open() as f:
+        return yaml.safe_load(f)
+
+
+def operations(spec):
+    """{(METHOD, path): operation} for every operation in the document."""
+    ops = {}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method in METHODS:
+                ops[(method.upper(), path)] = op
+    return ops
+
+
+def route_ops(spec):
+    return {k: op for k, op in operations(spec).items() if not op.get("x-cairn-builtin")}
+
+
+def resolve(spec, obj):
+    """Follows a local $ref ('#/components/...') to the object it names."""
+    while isinstance(obj, dict) and "$ref" in obj:
+        ref = obj["$ref"]
+        assert ref.startswith("#/"), f"only local $refs are used: {ref}"
+        node = spec
+        for part in ref[2:].split("/"):
+            assert part in node, f"dangling $ref {ref}"
+            node = node[part]
+        obj = node
+    return obj
+
+
+def fmt(pairs):
+    return ", ".join(f"{m} {p}" for m, p in sorted(pairs, key=lambda k: (k[1], k[0])))
+
+
+def test_document_is_openapi_3_1(spec):
+    assert str(spec.get("openapi", "")).startswith("3.1"), "docs/openapi.yaml must be OpenAPI 3.1"
+    assert "Problem" in spec["components"]["schemas"], "the shared Problem schema is missing"
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_every_route_is_documented(routes, spec):
+    missing = set(routes) - set(route_ops(spec))
+    assert not missing, f"routes in gateway/routes.c missing from docs/openapi.yaml: {fmt(missing)}"
+
+
+def test_every_documented_operation_is_a_route(routes, spec):
+    extra = set(route_ops(spec)) - set(routes)
+    assert not extra, f"operations in docs/openapi.yaml that gateway/routes.c does not serve: {fmt(extra)}"
+
+
+def test_builtins_are_the_gateways_own_probes(spec):
+    builtin = {k for k, op in operations(spec).items() if op.get("x-cairn-builtin")}
+    assert builtin == BUILTINS, (
+        f"x-cairn-builtin operations are {fmt(builtin) or 'none'}; the gateway itself answers "
+        f"only {fmt(BUILTINS)} (gateway/proxy.c)"
+    )
+
+
+def test_operations_name_their_rpc(routes, spec):
+    wrong = []
+    for key, op in route_ops(spec).items():
+        r = routes.get(key)
+        if r is None:
+            continue
+        got = (op.get("x-cairn-service"), op.get("x-cairn-rpc"))
+        if got != (r["service"], r["rpc"]):
+            wrong.append(f"{key[0]} {key[1]}: documents {got[0]}.{got[1]}, routes.c has {r['service']}.{r['rpc']}")
+    assert not wrong, "x-cairn-service/x-cairn-rpc disagree with the route table:\n" + "\n".join(wrong)
+
+
+def test_security_matches_auth(routes, spec):
+    ops = route_ops(spec)
+    global_security = spec.get("security", [])
+    wrong = []
+    for key, r in routes.items():
+        op = ops.get(key)
+        if op is None:
+            continue
+        security = op.get("security", global_security)
+        needs_bearer = any("bearerAuth" in req for req in security)
+        anonymous_ok = not security or any(req == {} for req in security)
+        if r["auth"] in ("user", "admin") and (not needs_bearer or anonymous_ok):
+            wrong.append(f"{key[0]} {key[1]} is a {r['auth']} route but does not require bearerAuth")
+        if r["auth"] == "public" and not anonymous_ok:
+            wrong.append(f"{key[0]} {key[1]} is public but requires credentials (use `security: []`)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_success_status_is_documented(routes, spec):
+    ops = route_ops(spec)
+    wrong = []
+    for key, r in routes.items():
+        op = ops.get(key)
+        if op is None:
+            continue
+        codes = {str(c) for c in op.get("responses", {})}
+        if str(r["status"]) not in codes:
+            wrong.append(f"{key[0]} {key[1]} answers {r['status']} but documents only {sorted(codes)}")
+        other = {c for c in codes if c.startswith("2") and c != str(r["status"])}
+        if other:
+            wrong.append(f"{key[0]} {key[1]} documents success {sorted(other)}; routes.c says {r['status']}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_errors_are_problem_json(spec):
+    wrong = []
+    for (method, path), op in operations(spec).items():
+        for code, resp in op.get("responses", {}).items():
+            if not str(code).startswith(("4", "5")):
+                continue
+            content = resolve(spec, resp).get("content", {})
+            schema = content.get("application/problem+json", {}).get("schema", {})
+            if schema.get("$ref") != "#/components/schemas/Problem":
+                wrong.append(f"{method} {path} {code}")
+    assert not wrong, "error responses not application/problem+json with the Problem schema: " + ", ".join(wrong)
+
+
+def test_user_routes_document_401(routes, spec):
+    ops = route_ops(spec)
+    missing = [
+        f"{k[0]} {k[1]}"
+        for k, r in routes.items()
+        if r["auth"] in ("user", "admin") and k in ops and "401" not in {str(c) for c in ops[k]["responses"]}
+    ]
+    missing += [
+        f"{k[0]} {k[1]} (403)"
+        for k, r in routes.items()
+        if r["auth"] == "admin" and k in ops and "403" not in {str(c) for c in ops[k]["responses"]}
+    ]
+    assert not missing, "routes that need a token must document 401 (and admin ones 403): " + ", ".join(missing)
+
+
+def test_every_response_has_x_request_id(spec):
+    missing = []
+    for (method, path), op in operations(spec).items():
+        for code, resp in op.get("responses", {}).items():
+            headers = {h.lower() for h in resolve(spec, resp).get("headers", {})}
+            if "x-request-id" not in headers:
+                missing.append(f"{method} {path} {code}")
+    assert not missing, "responses without the X-Request-Id header: " + ", ".join(missing)
+
+
+def test_refs_resolve(spec):
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                resolve(spec, node)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
