@@ -27,6 +27,7 @@ struct gw_conf {
     int64_t upstream_timeout_ms;
     int64_t jwks_refresh_s;
     int64_t drain_ms;
+    int64_t resolve_s;
     const char *log_level;
 };
 

@@ -7,6 +7,7 @@
  * Start-up fails (exit 2) on an invalid setting or a route that does not fit the
  * service descriptors.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ static const struct cn_conf_def conf_defs[] = {
             "how often the JWKS is fetched from auth"),
     CN_CONF(struct gw_conf, drain_ms, "CAIRN_DRAIN_MS", CN_CONF_INT, "10000", 0, 600000,
             "on SIGTERM, how long to wait for requests in flight"),
+    CN_CONF(struct gw_conf, resolve_s, "CAIRN_RESOLVE_S", CN_CONF_INT, "5", 1, 3600,
+            "how often service host names are re-resolved to their instances"),
     CN_CONF(struct gw_conf, log_level, "CAIRN_LOG_LEVEL", CN_CONF_STR, "info", 0, 0, "debug|info|warn|error"),
 };
 
@@ -74,6 +77,20 @@ static void print_routes(void)
     cn_buf_puts(&b, "]\n");
     fwrite(b.data, 1, b.len, stdout);
     cn_buf_free(&b);
+}
+
+/* Re-resolves every service's instances periodically (see upstream.h). */
+static void *resolver_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        for (int64_t i = 0; i < gw_conf.resolve_s * 10 && !atomic_load(&gw_stopping); i++)
+            usleep(100 * 1000);
+        if (atomic_load(&gw_stopping))
+            return NULL;
+        for (size_t k = 0; k < gw_nservices; k++)
+            gw_upstream_refresh(gw_upstreams[k]);
+    }
 }
 
 static int admin_ready(void *arg, char *why, size_t whylen)
@@ -153,7 +170,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "cairn-gateway: cannot serve admin port on %s\n", gw_conf.admin);
         return 2;
     }
+    pthread_t resolver;
+    pthread_create(&resolver, NULL, resolver_main, NULL);
     int rc = gw_server_run();
+    pthread_join(resolver, NULL);
     cn_admin_stop(admin);
     gw_authn_stop();
     return rc;

@@ -1,7 +1,17 @@
-/* upstream.c — endpoints, least-loaded choice, and the async REQ call (upstream.h). */
+/* upstream.c — instances of a service (resolved, refreshed), least-loaded choice, and
+ * the async REQ call (upstream.h).
+ *
+ * The live endpoint set is an immutable array swapped atomically: loop threads read it
+ * without locks while the resolver thread builds the next one. A replaced set, and an
+ * endpoint that left it, are freed only after two later refreshes (readers hold a set
+ * for microseconds) and, for an endpoint, once its calls in flight are done.
+ */
 #include "upstream.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,19 +20,42 @@
 #include "rpc.h"
 #include "util.h"
 
+#define MAX_TARGETS 32
+#define MAX_ENDPOINTS 256
+
 struct gw_endpoint {
     struct gw_upstream *up;
     char *addr;
     nng_socket sock;
     atomic_int pipes;       /* connected pipes */
     atomic_int inflight;
+    int retired_at;         /* refresh generation it left the set, 0 while live */
+    bool closed;
+    struct gw_endpoint *next_retired;
+};
+
+struct epset {
+    int n;
+    int retired_at;
+    struct epset *next_old;
+    struct gw_endpoint *eps[];
+};
+
+struct target {
+    char *addr;             /* as configured */
+    char *host, *port;      /* for tcp:// names to resolve; NULL for fixed addresses */
 };
 
 struct gw_upstream {
     char *name;
-    struct gw_endpoint *eps;
-    int neps;
-    atomic_uint rr;         /* tie-break rotation */
+    size_t max_msg;
+    struct target targets[MAX_TARGETS];
+    int ntargets;
+    _Atomic(struct epset *) set;
+    struct epset *old_sets;            /* replaced, waiting to be freed */
+    struct gw_endpoint *retired;       /* left the set, waiting for calls to end */
+    int generation;
+    atomic_uint rr;                    /* tie-break rotation */
 };
 
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -38,14 +71,184 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
 }
 
+static struct gw_endpoint *endpoint_open(struct gw_upstream *u, const char *addr)
+{
+    struct gw_endpoint *ep = cn_calloc(1, sizeof *ep);
+    ep->up = u;
+    ep->addr = cn_strdup(addr);
+    if (cn_rpc_req_socket(&ep->sock, u->max_msg) != CN_OK)
+        abort();
+    nng_pipe_notify(ep->sock, NNG_PIPE_EV_ADD_POST, on_pipe, ep);
+    nng_pipe_notify(ep->sock, NNG_PIPE_EV_REM_POST, on_pipe, ep);
+    if (nng_dial(ep->sock, ep->addr, NULL, NNG_FLAG_NONBLOCK) != 0) {
+        cn_log(CN_LOG_ERROR, "GW-UPSTREAM-BAD-ADDR", NULL, "%s: cannot dial '%s'", u->name, addr);
+        nng_close(ep->sock);
+        free(ep->addr);
+        free(ep);
+        return NULL;
+    }
+    return ep;
+}
+
+static void endpoint_free(struct gw_endpoint *ep)
+{
+    if (!ep->closed)
+        nng_close(ep->sock);
+    free(ep->addr);
+    free(ep);
+}
+
+/* Splits "tcp://host:port" into a name to resolve; other forms stay fixed. Returns 0,
+ * or CN_EINVAL for a tcp:// address without a port. */
+static int target_parse(struct target *t, const char *addr)
+{
+    t->addr = cn_strdup(addr);
+    t->host = t->port = NULL;
+    if (strncmp(addr, "tcp://", 6) != 0)
+        return CN_OK;
+    const char *hp = addr + 6;
+    if (*hp == '[')    /* IPv6 literal: fixed */
+        return strstr(hp, "]:") ? CN_OK : CN_EINVAL;
+    const char *colon = strrchr(hp, ':');
+    if (colon == NULL || colon == hp || colon[1] == '\0')
+        return CN_EINVAL;
+    char *host = cn_strndup(hp, (size_t)(colon - hp));
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1 || strcmp(host, "*") == 0) {
+        free(host);
+        return CN_OK;   /* an IP literal: nothing to resolve */
+    }
+    t->host = host;
+    t->port = cn_strdup(colon + 1);
+    return CN_OK;
+}
+
+/* Appends the concrete addresses of t to out (deduplicated). */
+static void target_resolve(struct gw_upstream *u, const struct target *t, char **out, int *n)
+{
+    char buf[128];
+    if (t->host == NULL) {
+        for (int i = 0; i < *n; i++)
+            if (strcmp(out[i], t->addr) == 0)
+                return;
+        if (*n < MAX_ENDPOINTS)
+            out[(*n)++] = cn_strdup(t->addr);
+        return;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rv = getaddrinfo(t->host, t->port, &hints, &res);
+    if (rv != 0) {
+        cn_log(CN_LOG_WARN, "GW-UPSTREAM-RESOLVE", NULL, "%s: cannot resolve %s: %s", u->name, t->host,
+               gai_strerror(rv));
+        return;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        if (ai->ai_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
+            snprintf(buf, sizeof buf, "tcp://%s:%s", ip, t->port);
+        } else if (ai->ai_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
+            snprintf(buf, sizeof buf, "tcp://[%s]:%s", ip, t->port);
+        } else {
+            continue;
+        }
+        int dup = 0;
+        for (int i = 0; i < *n; i++)
+            dup |= strcmp(out[i], buf) == 0;
+        if (!dup && *n < MAX_ENDPOINTS)
+            out[(*n)++] = cn_strdup(buf);
+    }
+    freeaddrinfo(res);
+}
+
+void gw_upstream_refresh(struct gw_upstream *u)
+{
+    char *addrs[MAX_ENDPOINTS];
+    int n = 0;
+    u->generation++;
+    for (int i = 0; i < u->ntargets; i++)
+        target_resolve(u, &u->targets[i], addrs, &n);
+
+    struct epset *cur = atomic_load(&u->set);
+    /* A name that stopped resolving keeps its last instances rather than dropping all. */
+    if (n == 0 && cur && cur->n > 0)
+        goto reclaim;
+
+    struct epset *next = cn_calloc(1, sizeof *next + (size_t)n * sizeof next->eps[0]);
+    int changed = cur == NULL || cur->n != n;
+    for (int i = 0; i < n; i++) {
+        struct gw_endpoint *ep = NULL;
+        for (int j = 0; cur && j < cur->n; j++)
+            if (strcmp(cur->eps[j]->addr, addrs[i]) == 0)
+                ep = cur->eps[j];
+        if (ep == NULL) {
+            ep = endpoint_open(u, addrs[i]);
+            changed = 1;
+            if (ep)
+                cn_log(CN_LOG_INFO, "GW-UPSTREAM-ADDED", NULL, "%s: instance %s", u->name, addrs[i]);
+        }
+        if (ep)
+            next->eps[next->n++] = ep;
+    }
+    if (!changed) {
+        free(next);
+        goto reclaim;
+    }
+    for (int j = 0; cur && j < cur->n; j++) {
+        int kept = 0;
+        for (int i = 0; i < next->n; i++)
+            kept |= next->eps[i] == cur->eps[j];
+        if (!kept) {
+            cn_log(CN_LOG_INFO, "GW-UPSTREAM-REMOVED", NULL, "%s: instance %s gone", u->name, cur->eps[j]->addr);
+            cur->eps[j]->retired_at = u->generation;
+            cur->eps[j]->next_retired = u->retired;
+            u->retired = cur->eps[j];
+        }
+    }
+    atomic_store(&u->set, next);
+    if (cur) {
+        cur->retired_at = u->generation;
+        cur->next_old = u->old_sets;
+        u->old_sets = cur;
+    }
+
+reclaim:
+    for (int i = 0; i < n; i++)
+        free(addrs[i]);
+    /* Old sets: two refreshes later nobody still reads them. */
+    for (struct epset **pp = &u->old_sets; *pp;) {
+        struct epset *s = *pp;
+        if (u->generation - s->retired_at >= 2) {
+            *pp = s->next_old;
+            free(s);
+        } else {
+            pp = &s->next_old;
+        }
+    }
+    /* Retired endpoints: close when idle, free two refreshes after that. */
+    for (struct gw_endpoint **pp = &u->retired; *pp;) {
+        struct gw_endpoint *ep = *pp;
+        if (!ep->closed && atomic_load(&ep->inflight) == 0) {
+            nng_close(ep->sock);
+            ep->closed = true;
+            ep->retired_at = u->generation;
+        }
+        if (ep->closed && u->generation - ep->retired_at >= 2) {
+            *pp = ep->next_retired;
+            endpoint_free(ep);
+        } else {
+            pp = &ep->next_retired;
+        }
+    }
+}
+
 struct gw_upstream *gw_upstream_new(const char *service, const char *addrs, size_t max_msg)
 {
     struct gw_upstream *u = cn_calloc(1, sizeof *u);
     u->name = cn_strdup(service);
-    int cap = 1;
-    for (const char *p = addrs; *p; p++)
-        cap += *p == ',';
-    u->eps = cn_calloc((size_t)cap, sizeof *u->eps);
+    u->max_msg = max_msg;
 
     const char *p = addrs;
     while (p && *p) {
@@ -56,26 +259,32 @@ struct gw_upstream *gw_upstream_new(const char *service, const char *addrs, size
         while (len && p[len - 1] == ' ')
             len--;
         if (len) {
-            struct gw_endpoint *ep = &u->eps[u->neps];
-            ep->up = u;
-            ep->addr = cn_strndup(p, len);
-            if (cn_rpc_req_socket(&ep->sock, max_msg) != CN_OK) {
-                free(ep->addr);
+            if (u->ntargets == MAX_TARGETS) {
                 gw_upstream_free(u);
                 return NULL;
             }
-            nng_pipe_notify(ep->sock, NNG_PIPE_EV_ADD_POST, on_pipe, ep);
-            nng_pipe_notify(ep->sock, NNG_PIPE_EV_REM_POST, on_pipe, ep);
-            u->neps++;
-            if (nng_dial(ep->sock, ep->addr, NULL, NNG_FLAG_NONBLOCK) != 0) {
-                cn_log(CN_LOG_ERROR, "GW-UPSTREAM-BAD-ADDR", NULL, "%s: cannot dial '%s'", service, ep->addr);
+            char *a = cn_strndup(p, len);
+            int rv = target_parse(&u->targets[u->ntargets++], a);
+            free(a);
+            if (rv != CN_OK) {
+                cn_log(CN_LOG_ERROR, "GW-UPSTREAM-BAD-ADDR", NULL, "%s: malformed address in '%s'", service, addrs);
                 gw_upstream_free(u);
                 return NULL;
             }
         }
         p = comma ? comma + 1 : NULL;
     }
-    if (u->neps == 0) {
+    if (u->ntargets == 0) {
+        gw_upstream_free(u);
+        return NULL;
+    }
+    gw_upstream_refresh(u);
+    /* A fixed address that nng cannot dial is a configuration error. */
+    struct epset *set = atomic_load(&u->set);
+    int fixed = 0;
+    for (int i = 0; i < u->ntargets; i++)
+        fixed += u->targets[i].host == NULL;
+    if (fixed && (set == NULL || set->n < fixed)) {
         gw_upstream_free(u);
         return NULL;
     }
@@ -86,11 +295,25 @@ void gw_upstream_free(struct gw_upstream *u)
 {
     if (u == NULL)
         return;
-    for (int i = 0; i < u->neps; i++) {
-        nng_close(u->eps[i].sock);
-        free(u->eps[i].addr);
+    struct epset *set = atomic_load(&u->set);
+    for (int i = 0; set && i < set->n; i++)
+        endpoint_free(set->eps[i]);
+    free(set);
+    while (u->old_sets) {
+        struct epset *s = u->old_sets;
+        u->old_sets = s->next_old;
+        free(s);
     }
-    free(u->eps);
+    while (u->retired) {
+        struct gw_endpoint *ep = u->retired;
+        u->retired = ep->next_retired;
+        endpoint_free(ep);
+    }
+    for (int i = 0; i < u->ntargets; i++) {
+        free(u->targets[i].addr);
+        free(u->targets[i].host);
+        free(u->targets[i].port);
+    }
     free(u->name);
     free(u);
 }
@@ -99,9 +322,10 @@ const char *gw_upstream_name(const struct gw_upstream *u) { return u->name; }
 
 int gw_upstream_connected(const struct gw_upstream *u)
 {
+    struct epset *set = atomic_load(&((struct gw_upstream *)u)->set);
     int n = 0;
-    for (int i = 0; i < u->neps; i++)
-        n += atomic_load(&((struct gw_upstream *)u)->eps[i].pipes) > 0;
+    for (int i = 0; set && i < set->n; i++)
+        n += atomic_load(&set->eps[i]->pipes) > 0;
     return n;
 }
 
@@ -110,9 +334,12 @@ static struct gw_endpoint *pick(struct gw_upstream *u)
 {
     struct gw_endpoint *best = NULL;
     int best_load = 0;
+    struct epset *set = atomic_load(&u->set);
+    if (set == NULL || set->n == 0)
+        return NULL;
     unsigned start = atomic_fetch_add(&u->rr, 1);
-    for (int k = 0; k < u->neps; k++) {
-        struct gw_endpoint *ep = &u->eps[(start + (unsigned)k) % (unsigned)u->neps];
+    for (int k = 0; k < set->n; k++) {
+        struct gw_endpoint *ep = set->eps[(start + (unsigned)k) % (unsigned)set->n];
         if (atomic_load(&ep->pipes) <= 0)
             continue;
         int load = atomic_load(&ep->inflight);
@@ -147,27 +374,32 @@ static void on_aio(void *arg)
 int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_multithread_receiver_t *rx,
                      void (*on_done)(struct gw_upcall *), void *data, struct gw_upcall **out)
 {
-    struct gw_endpoint *ep = pick(u);
-    if (ep == NULL)
-        return CN_EUNAVAIL;
-    struct gw_upcall *c = cn_calloc(1, sizeof *c);
-    c->up = u;
-    c->ep = ep;
-    c->on_done = on_done;
-    c->data = data;
-    c->rx = rx;
-    if (nng_ctx_open(&c->ctx, ep->sock) != 0) {
-        free(c);
-        return CN_EUNAVAIL;
+    /* Twice: the resolver may close a retired endpoint between pick and open. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct gw_endpoint *ep = pick(u);
+        if (ep == NULL)
+            return CN_EUNAVAIL;
+        struct gw_upcall *c = cn_calloc(1, sizeof *c);
+        atomic_fetch_add(&ep->inflight, 1);
+        if (nng_ctx_open(&c->ctx, ep->sock) != 0) {
+            atomic_fetch_sub(&ep->inflight, 1);
+            free(c);
+            continue;
+        }
+        c->up = u;
+        c->ep = ep;
+        c->on_done = on_done;
+        c->data = data;
+        c->rx = rx;
+        if (nng_aio_alloc(&c->aio, on_aio, c) != 0)
+            abort();
+        nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
+        nng_aio_set_msg(c->aio, msg);
+        nng_ctx_send(c->ctx, c->aio);
+        *out = c;
+        return CN_OK;
     }
-    if (nng_aio_alloc(&c->aio, on_aio, c) != 0)
-        abort();
-    atomic_fetch_add(&ep->inflight, 1);
-    nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
-    nng_aio_set_msg(c->aio, msg);
-    nng_ctx_send(c->ctx, c->aio);
-    *out = c;
-    return CN_OK;
+    return CN_EUNAVAIL;
 }
 
 void gw_upcall_cancel(struct gw_upcall *call)

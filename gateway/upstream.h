@@ -1,8 +1,12 @@
 /* upstream.h — asynchronous RPCs from the gateway's event loops to the services.
  *
- * Each service has one endpoint per configured address (CAIRN_<SVC>_ADDR, a comma-
- * separated list), each with its own nng REQ socket: nng's own REQ balancing sends to
- * whichever pipe is ready, not the least loaded, so the choice is ours. A call goes to
+ * Each service has one endpoint per instance, each with its own nng REQ socket: nng's
+ * own REQ balancing sends to whichever pipe is ready, not the least loaded, so the
+ * choice is ours. Instances come from CAIRN_<SVC>_ADDR, a comma-separated list of nng
+ * addresses; a tcp:// address with a host name stands for every address the name
+ * resolves to (a headless Service in Kubernetes), re-resolved by gw_upstream_refresh()
+ * so a new replica gets traffic within one refresh and a gone one is dropped. An
+ * endpoint that leaves the set is closed once its calls in flight are done. A call goes to
  * the connected endpoint with the fewest calls in flight. With no connected endpoint it
  * fails at once with UNAVAILABLE (a dial to a dead address never fails in nng; requests
  * would just wait out their timeout). Completion runs on nng's threads, which hand the
@@ -37,12 +41,16 @@ struct gw_upcall {
     h2o_multithread_receiver_t *rx;
 };
 
-/* Opens endpoints for every address in addrs. Returns NULL if an address is invalid. */
+/* Resolves addrs and opens an endpoint per instance. Returns NULL if an address is
+ * malformed (a name that does not resolve yet is not an error: it is retried). */
 struct gw_upstream *gw_upstream_new(const char *service, const char *addrs, size_t max_msg);
 void gw_upstream_free(struct gw_upstream *u);
 const char *gw_upstream_name(const struct gw_upstream *u);
 /* Connected endpoints right now. */
 int gw_upstream_connected(const struct gw_upstream *u);
+/* Re-resolves host names, adds and retires endpoints; closes and frees retired ones
+ * whose calls are done. Call from one thread only (the gateway's resolver thread). */
+void gw_upstream_refresh(struct gw_upstream *u);
 
 /* Sends msg (ownership passes on success) with timeout_ms. On success returns 0 and the
  * call; on_done(call) later runs on the loop owning rx. Returns CN_EUNAVAIL (msg not
