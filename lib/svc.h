@@ -11,7 +11,7 @@
  * Common settings, for a service named "auth" (NAME upper-cased):
  *   CAIRN_AUTH_LISTEN    nng address to serve on (default tcp://127.0.0.1:<rpc_port>)
  *   CAIRN_AUTH_ADMIN     admin HTTP host:port (default 127.0.0.1:<admin_port>)
- *   CAIRN_AUTH_WORKERS   RPC worker threads (default 4)
+ *   CAIRN_AUTH_WORKERS   RPC worker threads (default svc->workers, or 4 when that is 0)
  *   CAIRN_AUTH_QUEUE     calls that may wait for a worker before shedding (default 64)
  *   CAIRN_PG_DSN         PostgreSQL connection string (default host=127.0.0.1 port=5432 dbname=cairn user=cairn)
  *   CAIRN_LOG_LEVEL      debug|info|warn|error (default info)
@@ -46,6 +46,7 @@ struct cn_svc_worker {
 struct cn_svc {
     const char *name;                 /* "auth": binary cairn-auth, schema auth */
     int rpc_port, admin_port;         /* defaults, e.g. 7101 and 9101 */
+    int workers;                      /* default worker threads; 0 = 4 */
     ProtobufCService *service;
     const struct cn_migration *migrations;
     unsigned nmigrations;
@@ -53,8 +54,9 @@ struct cn_svc {
     const struct cn_conf_def *conf;
     size_t nconf;
     void *conf_values;
-    /* Optional subcommands: called when argv[1] is not an option; return the exit code,
-     * or -1 if the command is unknown. Runs after config and migrations. */
+    /* Optional subcommands: called when argv[1] is not an option, with argc - 1 and
+     * argv + 1 (so argv[0] is the command name); return the exit code, or -1 if the
+     * command is unknown. Runs after config and migrations, before init. */
     int (*command)(int argc, char **argv);
     /* Optional start-up work after migrations (e.g. load signing keys); non-zero aborts. */
     int (*init)(void);
