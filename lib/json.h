@@ -14,7 +14,9 @@
  *   - repeated as arrays, nested messages as objects, oneof members as plain fields (two
  *     members of one oneof in the same object is an error), proto maps as objects
  *   - null for a field means "default"
- *   - output emits every field, defaults included, in .proto order
+ *   - output emits every field, defaults included, in field-number order (protobuf-c
+ *     keeps no other; it is the .proto order when numbers ascend); an unset message
+ *     field is null, and a oneof emits only its set member (none when unset)
  * Errors name the field by path ("rows[3].values.age") and say what was expected
  * ("expected a string", "unknown field", "integer out of range for int32").
  * Limits: nesting depth 64, input as given (the caller caps body size).
