@@ -116,7 +116,10 @@ fuzz:
 	scripts/fuzz $(FUZZ_SECONDS)
 
 # --- running and testing ---
-test: all
+test:
+	scripts/install-deps
+	$(MAKE) all
+	$(MAKE) asan
 	scripts/test
 
 test-unit: all
@@ -125,7 +128,7 @@ test-unit: all
 test-system: all
 	scripts/test --system
 
-run: 
+run:
 	scripts/install-deps
 	$(MAKE) all
 	scripts/run

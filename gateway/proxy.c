@@ -181,15 +181,18 @@ static void on_upstream_done(struct gw_upcall *c)
     cn_series_observe(up_series[si], (double)st->upstream_us / 1e6);
 
     if (c->rv != 0) {
-        int timeout = c->rv == NNG_ETIMEDOUT;
-        cn_series_add(cn_metric_series(m_upstream_errors,
-                                       (const char *[]){st->route->service, timeout ? "timeout" : "unavailable"}), 1);
+        const char *reason = c->rv == NNG_ETIMEDOUT ? "timeout"
+                             : c->rv == NNG_ECANCELED ? "connection_lost" : "unavailable";
+        cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){st->route->service, reason}), 1);
         char detail[160];
-        if (timeout) {
+        if (c->rv == NNG_ETIMEDOUT) {
             snprintf(detail, sizeof detail, "%s did not answer in time", st->route->service);
             respond_problem(st, 504, detail, NULL, 0);
         } else {
-            snprintf(detail, sizeof detail, "%s is unavailable: %s", st->route->service, nng_strerror(c->rv));
+            if (c->rv == NNG_ECANCELED)
+                snprintf(detail, sizeof detail, "lost the connection to %s", st->route->service);
+            else
+                snprintf(detail, sizeof detail, "%s is unavailable: %s", st->route->service, nng_strerror(c->rv));
             add_retry_after(req, 1000);
             respond_problem(st, 503, detail, NULL, 0);
         }

@@ -117,8 +117,11 @@ int gw_server_run(void)
 
     h2o_config_init(&globalconf);
     globalconf.server_name = h2o_iovec_init(H2O_STRLIT("cairn"));
-    /* h2o itself answers 413 for a Content-Length above this, before reading it. */
-    globalconf.max_request_entity_size = (size_t)gw_conf.max_body;
+    /* h2o reads a whole body before the handler runs and answers a plain-text 413 itself
+     * above this limit, without reading the body. Between CAIRN_MAX_BODY_BYTES and four
+     * times it the handler answers the 413 (problem+json, request id); far larger bodies
+     * are refused by h2o up front so they never cost memory. */
+    globalconf.max_request_entity_size = (size_t)gw_conf.max_body * 4;
     h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ struct gw_endpoint {
     nng_socket sock;
     atomic_int pipes;       /* connected pipes */
     atomic_int inflight;
+    pthread_mutex_t mtx;    /* guards calls */
+    struct gw_upcall *calls;    /* in flight, to cancel when the connection is lost */
     int retired_at;         /* refresh generation it left the set, 0 while live */
     bool closed;
     struct gw_endpoint *next_retired;
@@ -66,9 +69,40 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
         if (atomic_fetch_add(&ep->pipes, 1) == 0)
             cn_log(CN_LOG_INFO, "GW-UPSTREAM-UP", NULL, "%s connected at %s", ep->up->name, ep->addr);
     } else if (ev == NNG_PIPE_EV_REM_POST) {
-        if (atomic_fetch_sub(&ep->pipes, 1) == 1)
+        if (atomic_fetch_sub(&ep->pipes, 1) == 1) {
             cn_log(CN_LOG_WARN, "GW-UPSTREAM-DOWN", NULL, "%s lost at %s", ep->up->name, ep->addr);
+            /* nng runs pipe callbacks with no lock held, and a cancelled aio completes on
+             * nng's task threads, so cancelling here cannot deadlock. */
+            pthread_mutex_lock(&ep->mtx);
+            for (struct gw_upcall *c = ep->calls; c; c = c->ep_next)
+                nng_aio_cancel(c->aio);
+            pthread_mutex_unlock(&ep->mtx);
+        }
     }
+}
+
+static void calls_add(struct gw_endpoint *ep, struct gw_upcall *c)
+{
+    pthread_mutex_lock(&ep->mtx);
+    c->ep_prev = NULL;
+    c->ep_next = ep->calls;
+    if (ep->calls)
+        ep->calls->ep_prev = c;
+    ep->calls = c;
+    pthread_mutex_unlock(&ep->mtx);
+}
+
+static void calls_remove(struct gw_endpoint *ep, struct gw_upcall *c)
+{
+    pthread_mutex_lock(&ep->mtx);
+    if (c->ep_prev)
+        c->ep_prev->ep_next = c->ep_next;
+    else
+        ep->calls = c->ep_next;
+    if (c->ep_next)
+        c->ep_next->ep_prev = c->ep_prev;
+    c->ep_prev = c->ep_next = NULL;
+    pthread_mutex_unlock(&ep->mtx);
 }
 
 static struct gw_endpoint *endpoint_open(struct gw_upstream *u, const char *addr)
@@ -76,6 +110,7 @@ static struct gw_endpoint *endpoint_open(struct gw_upstream *u, const char *addr
     struct gw_endpoint *ep = cn_calloc(1, sizeof *ep);
     ep->up = u;
     ep->addr = cn_strdup(addr);
+    pthread_mutex_init(&ep->mtx, NULL);
     if (cn_rpc_req_socket(&ep->sock, u->max_msg) != CN_OK)
         abort();
     nng_pipe_notify(ep->sock, NNG_PIPE_EV_ADD_POST, on_pipe, ep);
@@ -83,6 +118,7 @@ static struct gw_endpoint *endpoint_open(struct gw_upstream *u, const char *addr
     if (nng_dial(ep->sock, ep->addr, NULL, NNG_FLAG_NONBLOCK) != 0) {
         cn_log(CN_LOG_ERROR, "GW-UPSTREAM-BAD-ADDR", NULL, "%s: cannot dial '%s'", u->name, addr);
         nng_close(ep->sock);
+        pthread_mutex_destroy(&ep->mtx);
         free(ep->addr);
         free(ep);
         return NULL;
@@ -94,6 +130,7 @@ static void endpoint_free(struct gw_endpoint *ep)
 {
     if (!ep->closed)
         nng_close(ep->sock);
+    pthread_mutex_destroy(&ep->mtx);
     free(ep->addr);
     free(ep);
 }
@@ -367,6 +404,7 @@ static void on_aio(void *arg)
         c->reply = nng_aio_get_msg(c->aio);
     }
     c->rv = rv;
+    calls_remove(c->ep, c);
     atomic_fetch_sub(&c->ep->inflight, 1);
     h2o_multithread_send_message(c->rx, &c->super);
 }
@@ -395,7 +433,11 @@ int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_mu
             abort();
         nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
         nng_aio_set_msg(c->aio, msg);
+        calls_add(ep, c);
         nng_ctx_send(c->ctx, c->aio);
+        /* Lost the connection between pick and here: the cancel sweep may have missed us. */
+        if (atomic_load(&ep->pipes) <= 0)
+            nng_aio_cancel(c->aio);
         *out = c;
         return CN_OK;
     }

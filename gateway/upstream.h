@@ -13,6 +13,9 @@
  * call back to the loop that made it with h2o_multithread_send_message; the loop then
  * calls on_done and frees the call. Cancelling (client went away) is a loop-side flag
  * plus nng_aio_cancel; the call is still freed by the loop when the aio completes.
+ * When an endpoint loses its last connection, its calls in flight are cancelled at
+ * once (rv NNG_ECANCELED): nng would otherwise hold them for a pipe that may never come
+ * back, and the client would wait out the whole route timeout.
  */
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
@@ -39,6 +42,7 @@ struct gw_upcall {
     void (*on_done)(struct gw_upcall *call);   /* on the loop thread, unless cancelled */
     void *data;
     h2o_multithread_receiver_t *rx;
+    struct gw_upcall *ep_prev, *ep_next;  /* the endpoint's list of calls in flight */
 };
 
 /* Resolves addrs and opens an endpoint per instance. Returns NULL if an address is

@@ -1,0 +1,616 @@
+"""Helpers for Cairn's system tests: real processes on free ports, an HTTP client, token
+forging and Prometheus parsing.
+
+The pieces, bottom up:
+  free_port()          a free TCP port below the kernel's ephemeral range
+  Stack                PostgreSQL + Redis from scripts/stack in a folder
+  Proc                 one Cairn binary with its env and log; stop/kill/restart
+  Auth, Gateway        Proc with their ports, URLs and /metrics
+  Cluster              N auth replicas + one gateway, started ready and stopped together
+  Api                  a requests session with the auth calls as methods
+  Tokens               decodes real access tokens and re-signs altered copies
+  metric_sum()         sums Prometheus samples by name and labels
+  assert_problem()     checks an application/problem+json error
+To add a service to the harness: a Proc subclass with its env (like Auth), and a slot in
+Cluster.start.
+"""
+
+import base64
+import ctypes
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN_DIR = os.environ.get("CAIRN_BIN_DIR", os.path.join(ROOT, "build", "bin"))
+STACK = os.path.join(ROOT, "scripts", "stack")
+
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+# Every process the harness started and has not yet seen exit, so teardown and the
+# failure report can reach them all.
+LIVE = []
+
+_handed_out = set()
+
+
+def free_port():
+    """Returns a TCP port free on 127.0.0.1 now and not handed out before in this run.
+    Chosen below 32768 so the kernel never gives it to an outgoing connection."""
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        if port in _handed_out:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL if the test runner dies, so even a killed pytest
+    leaves no Cairn process behind."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Calls pred() until it returns a true value (returned) or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # the thing we wait for may refuse connections meanwhile
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not met in {timeout}s" +
+                               (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def http_ok(url, timeout=1.0):
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Stack:
+    """PostgreSQL and Redis in folder `root`, started by scripts/stack on free ports."""
+
+    def __init__(self, root):
+        self.root = root
+        self.pg_dsn = None
+        self.redis_addr = None
+        self.pg_port = None
+        self.redis_port = None
+
+    def start(self):
+        last = None
+        for _ in range(3):
+            env = dict(os.environ, CAIRN_PG_PORT=str(free_port()),
+                       CAIRN_REDIS_PORT=str(free_port()))
+            r = subprocess.run([STACK, "start", self.root], env=env,
+                               capture_output=True, text=True, timeout=180)
+            if r.returncode == 0:
+                self._read_env()
+                return self
+            last = r.stderr
+        raise RuntimeError(f"scripts/stack start failed:\n{last}")
+
+    def _read_env(self):
+        with open(os.path.join(self.root, "env")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                v = v.strip("'")
+                if k == "CAIRN_PG_DSN":
+                    self.pg_dsn = v
+                    self.pg_port = int(re.search(r"port=(\d+)", v).group(1))
+                elif k == "CAIRN_REDIS_ADDR":
+                    self.redis_addr = v
+                    self.redis_port = int(v.rsplit(":", 1)[1])
+
+    def stop(self):
+        subprocess.run([STACK, "stop", self.root], capture_output=True, timeout=120)
+
+
+class Proc:
+    """One Cairn binary run with `env` (added to the harness's environment), output to
+    `log`. start() returns at once; wait_ready() waits for its readiness URL."""
+
+    binary = None
+
+    def __init__(self, name, env, log_dir):
+        self.name = name
+        self.env = dict(env)
+        self.log = os.path.join(log_dir, f"{name}.log")
+        self.popen = None
+
+    @property
+    def path(self):
+        return os.path.join(BIN_DIR, self.binary)
+
+    @property
+    def ready_url(self):
+        raise NotImplementedError
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.popen else None
+
+    def start(self):
+        if not os.access(self.path, os.X_OK):
+            raise RuntimeError(f"{self.path} is missing: run make first")
+        env = dict(os.environ)
+        env.update(self.env)
+        with open(self.log, "ab") as logf:
+            logf.write(f"--- harness: starting {self.name}\n".encode())
+            logf.flush()
+            self.popen = subprocess.Popen([self.path], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=logf, stderr=subprocess.STDOUT,
+                                          preexec_fn=_die_with_parent, close_fds=True)
+        LIVE.append(self)
+        return self
+
+    def alive(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with status {self.popen.returncode} "
+                                   f"before it was ready:\n{self.log_tail()}")
+            if http_ok(self.ready_url, timeout=0.5):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.log_tail()}")
+
+    def signal(self, sig):
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout):
+        """Waits for exit; returns the exit status (negative: killed by that signal)."""
+        rc = self.popen.wait(timeout=timeout)
+        if self in LIVE:
+            LIVE.remove(self)
+        return rc
+
+    def stop(self, timeout=10):
+        """SIGTERM, then SIGKILL after timeout seconds. Returns the exit status."""
+        if self.popen is None:
+            return None
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.popen.kill()
+        return self.wait(10)
+
+    def kill(self):
+        """SIGKILL now, like a crashed machine. Returns once it is gone."""
+        if self.popen is not None:
+            if self.alive():
+                self.popen.kill()
+            self.wait(10)
+
+    def restart(self, timeout=30):
+        """Starts the same binary again, same env and ports, and waits until ready."""
+        if self.alive():
+            self.stop()
+        self.start()
+        return self.wait_ready(timeout)
+
+    def log_tail(self, lines=30):
+        try:
+            with open(self.log, "rb") as f:
+                data = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(data[-lines:])
+
+    def metrics(self):
+        r = requests.get(self.metrics_url, timeout=5)
+        r.raise_for_status()
+        return r.text
+
+
+class Auth(Proc):
+    binary = "cairn-auth"
+
+    def __init__(self, name, stack, key_file, log_dir, extra_env=None):
+        self.rpc_port = free_port()
+        self.admin_port = free_port()
+        env = {
+            "CAIRN_PG_DSN": stack.pg_dsn,
+            "CAIRN_AUTH_LISTEN": self.addr_for(self.rpc_port),
+            "CAIRN_AUTH_ADMIN": f"127.0.0.1:{self.admin_port}",
+            "CAIRN_AUTH_KEY_FILE": key_file,
+            "CAIRN_AUTH_ISSUER": "cairn",
+            "CAIRN_AUTH_AUDIENCE": "cairn-api",
+            "CAIRN_AUTH_WORKERS": "4",
+        }
+        env.update(extra_env or {})
+        super().__init__(name, env, log_dir)
+
+    @staticmethod
+    def addr_for(port):
+        return f"tcp://127.0.0.1:{port}"
+
+    @property
+    def addr(self):
+        return self.addr_for(self.rpc_port)
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def ready_url(self):
+        return self.admin_url + "/readyz"
+
+    @property
+    def metrics_url(self):
+        return self.admin_url + "/metrics"
+
+
+class Gateway(Proc):
+    binary = "cairn-gateway"
+
+    def __init__(self, name, auth_addrs, log_dir, extra_env=None):
+        self.http_port = free_port()
+        self.admin_port = free_port()
+        env = {
+            "CAIRN_HTTP_HOST": "127.0.0.1",
+            "CAIRN_HTTP_PORT": str(self.http_port),
+            "CAIRN_GATEWAY_ADMIN": f"127.0.0.1:{self.admin_port}",
+            "CAIRN_THREADS": "2",
+            "CAIRN_AUTH_ADDR": ",".join(auth_addrs),
+            "CAIRN_MAX_BODY_BYTES": "1048576",
+            "CAIRN_JWT_ISSUER": "cairn",
+            "CAIRN_JWT_AUDIENCE": "cairn-api",
+            "CAIRN_UPSTREAM_TIMEOUT_MS": "2000",
+        }
+        env.update(extra_env or {})
+        super().__init__(name, env, log_dir)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def ready_url(self):
+        return self.url + "/readyz"
+
+    @property
+    def metrics_url(self):
+        return self.admin_url + "/metrics"
+
+
+class Cluster:
+    """`replicas` cairn-auth processes and one cairn-gateway in front of them."""
+
+    _seq = 0
+
+    def __init__(self, stack, key_file, log_dir, replicas=1, auth_env=None, gateway_env=None):
+        Cluster._seq += 1
+        tag = f"c{Cluster._seq}"
+        self.auths = [Auth(f"{tag}-auth-{i + 1}", stack, key_file, log_dir, auth_env)
+                      for i in range(replicas)]
+        self.gateway = Gateway(f"{tag}-gateway", [a.addr for a in self.auths], log_dir,
+                               gateway_env)
+
+    @property
+    def auth(self):
+        return self.auths[0]
+
+    @property
+    def url(self):
+        return self.gateway.url
+
+    def procs(self):
+        return [*self.auths, self.gateway]
+
+    def start(self, timeout=60):
+        try:
+            for a in self.auths:
+                a.start()
+            for a in self.auths:
+                a.wait_ready(timeout)
+            self.gateway.start()
+            self.gateway.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        """Gateway first, then the services; TERM, KILL after 10 s. Returns exit codes."""
+        return {p.name: p.stop() for p in [self.gateway, *self.auths]}
+
+    def api(self):
+        return Api(self.url)
+
+
+# ---------------------------------------------------------------- HTTP API
+
+def unique_email(tag="user"):
+    return f"{tag}-{uuid.uuid4().hex[:16]}@example.com"
+
+
+PASSWORD = "correct horse battery staple"
+
+
+class Api:
+    """The auth endpoints as methods, each returning the requests.Response."""
+
+    def __init__(self, base, timeout=10):
+        self.base = base
+        self.timeout = timeout
+        self.s = requests.Session()
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", self.timeout)
+        return self.s.request(method, self.base + path, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json_body=None, **kw):
+        if json_body is not None:
+            kw["json"] = json_body
+        return self.request("POST", path, **kw)
+
+    def register(self, email, password=PASSWORD):
+        return self.post("/v1/auth/register", {"email": email, "password": password})
+
+    def login(self, email, password=PASSWORD):
+        return self.post("/v1/auth/login", {"email": email, "password": password})
+
+    def refresh(self, refresh_token):
+        return self.post("/v1/auth/refresh", {"refresh_token": refresh_token})
+
+    def logout(self, refresh_token, access_token=None):
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+        return self.post("/v1/auth/logout", {"refresh_token": refresh_token}, headers=headers)
+
+    def me(self, access_token=None, authorization=None):
+        headers = {}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        elif access_token is not None:
+            headers["Authorization"] = f"Bearer {access_token}"
+        return self.get("/v1/auth/me", headers=headers)
+
+    def jwks(self):
+        return self.get("/.well-known/jwks.json")
+
+    def new_user(self, tag="user"):
+        """Registers and logs in a fresh user; returns a User."""
+        email = unique_email(tag)
+        r = self.register(email)
+        assert r.status_code == 201, r.text
+        u = User(email, PASSWORD, r.json())
+        r = self.login(email)
+        assert r.status_code == 200, r.text
+        u.tokens = r.json()
+        return u
+
+
+class User:
+    def __init__(self, email, password, record):
+        self.email = email
+        self.password = password
+        self.record = record
+        self.id = record["id"]
+        self.tokens = None
+
+    @property
+    def access(self):
+        return self.tokens["access_token"]
+
+    @property
+    def refresh(self):
+        return self.tokens["refresh_token"]
+
+
+def as_int(v):
+    """An int64 from JSON: a number, or (proto3 JSON style) a decimal string."""
+    if isinstance(v, bool):
+        raise AssertionError(f"expected an integer, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"-?\d+", v):
+        return int(v)
+    raise AssertionError(f"expected an integer, got {v!r}")
+
+
+def assert_problem(r, status, field=None):
+    """Checks that r is an application/problem+json error with this status (and, if
+    field is given, an errors[] entry naming it). Returns the body."""
+    assert r.status_code == status, f"want {status}, got {r.status_code}: {r.text[:500]}"
+    ctype = r.headers.get("Content-Type", "")
+    assert ctype.startswith("application/problem+json"), f"Content-Type {ctype!r}"
+    body = r.json()
+    for k in ("type", "title", "status", "detail", "request_id", "errors"):
+        assert k in body, f"problem lacks {k!r}: {body}"
+    assert body["status"] == status, body
+    assert isinstance(body["title"], str) and body["title"], body
+    assert isinstance(body["errors"], list), body
+    for e in body["errors"]:
+        assert "field" in e and "message" in e, body
+    rid = r.headers.get("X-Request-Id")
+    assert rid and body["request_id"] == rid, (rid, body)
+    if field is not None:
+        fields = [e["field"] for e in body["errors"]]
+        assert field in fields, f"no error names {field!r}: {body}"
+    return body
+
+
+# ---------------------------------------------------------------- raw HTTP/1.1
+
+def raw_http(port, head, body=b"", timeout=10):
+    """Sends head (str, without the blank line) and body over one HTTP/1.1 connection and
+    returns (status, headers dict lower-cased, body bytes). A server may answer before it
+    has read the whole body and close: a failed send is fine, the answer is still read."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        data = head.replace("\n", "\r\n").rstrip("\r\n").encode() + b"\r\n\r\n"
+        try:
+            s.sendall(data)
+            if body:
+                s.sendall(body)
+        except OSError:
+            pass
+        buf = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end >= 0:
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:head_end])
+                if m and len(buf) >= head_end + 4 + int(m.group(1)):
+                    break
+    finally:
+        s.close()
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        raise AssertionError(f"no HTTP response: {buf[:200]!r}")
+    lines = buf[:head_end].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, buf[head_end + 4:]
+
+
+# ---------------------------------------------------------------- tokens
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def jwt_parts(token):
+    h, p, s = token.split(".")
+    return json.loads(b64url_decode(h)), json.loads(b64url_decode(p)), s
+
+
+class Tokens:
+    """Re-signs altered copies of real access tokens with the auth service's key (read
+    from the PEM file the harness gave it), or with any other Ed25519 key."""
+
+    def __init__(self, key_file):
+        from cryptography.hazmat.primitives import serialization
+        with open(key_file, "rb") as f:
+            self.key = serialization.load_pem_private_key(f.read(), password=None)
+
+    @staticmethod
+    def other_key():
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        return Ed25519PrivateKey.generate()
+
+    def sign(self, header, claims, key=None):
+        key = key or self.key
+        signing_input = (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+                         b64url(json.dumps(claims, separators=(",", ":")).encode()))
+        return signing_input + "." + b64url(key.sign(signing_input.encode()))
+
+    def forge(self, token, header_changes=None, claim_changes=None, drop=(), key=None):
+        """A copy of token with header/claims changed (None values delete), a new jti,
+        signed by key (default: the real signing key)."""
+        header, claims, _ = jwt_parts(token)
+        claims["jti"] = uuid.uuid4().hex
+        for src, changes in ((header, header_changes), (claims, claim_changes)):
+            for k, v in (changes or {}).items():
+                if v is None:
+                    src.pop(k, None)
+                else:
+                    src[k] = v
+        for k in drop:
+            claims.pop(k, None)
+        return self.sign(header, claims, key)
+
+
+def unsigned(token, header_changes=None):
+    """An `alg: none` style copy of token: header changed, signature empty."""
+    header, claims, _ = jwt_parts(token)
+    header.update(header_changes or {"alg": "none"})
+    return (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+            b64url(json.dumps(claims, separators=(",", ":")).encode()) + ".")
+
+
+# ---------------------------------------------------------------- Prometheus
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Returns [(name, {label: value}, float)] for every sample in Prometheus text."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line.strip())
+        if not m:
+            continue
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def metric_sum(text, name, **labels):
+    """Sum of samples called name whose labels include all of labels (a callable value
+    is a predicate on the label's value)."""
+    total = 0.0
+    for n, ls, v in parse_metrics(text):
+        if n != name:
+            continue
+        ok = True
+        for k, want in labels.items():
+            have = ls.get(k)
+            if callable(want):
+                ok = have is not None and want(have)
+            else:
+                ok = have == want
+            if not ok:
+                break
+        if ok:
+            total += v
+    return total
