@@ -173,6 +173,7 @@ int main(int argc, char **argv)
     pthread_t resolver;
     pthread_create(&resolver, NULL, resolver_main, NULL);
     int rc = gw_server_run();
+    atomic_store(&gw_stopping, 1);    /* also when the server failed to start */
     pthread_join(resolver, NULL);
     cn_admin_stop(admin);
     gw_authn_stop();

@@ -294,11 +294,13 @@ class Gateway(Proc):
             "CAIRN_UPSTREAM_TIMEOUT_MS": "2000",
         }
         env.update(extra_env or {})
+        self.tls = bool(env.get("CAIRN_TLS_CERT"))
         super().__init__(name, env, log_dir)
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def admin_url(self):
@@ -306,7 +308,9 @@ class Gateway(Proc):
 
     @property
     def ready_url(self):
-        return self.url + "/readyz"
+        # The admin port answers the same readiness as the main port, and stays plain
+        # HTTP when the main port serves TLS.
+        return self.admin_url + "/readyz"
 
     @property
     def metrics_url(self):
