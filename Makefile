@@ -16,7 +16,7 @@ LDFLAGS  += -pthread $(SAN)
 PKGS     := libh2o-evloop libprotobuf-c libpq hiredis libcrypto libssl libevent \
             libevent_pthreads jansson libargon2 xgboost
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnng -lwslay -lm
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnng -lwslay -lz -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 CFLAGS   += $(PKG_CFLAGS)
 
