@@ -8,35 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-6}
-command -v perf >/dev/null || { echo "profile: perf missing (apt-get install linux-perf)"; exit 1; }
-make -s all >/dev/null
-W=$(mktemp -d /tmp/cairn-prof.XXXXXX); chmod 755 "$W"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/stack stop "$W/stack" >/dev/null 2>&1 || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-scripts/stack start "$W/stack" >/dev/null 2>&1
-set -a; . "$W/stack/env"; set +a
-RPC=$(freeport); HTTP=$(freeport)
-CAIRN_AUTH_LISTEN=tcp://127.0.0.1:$RPC CAIRN_AUTH_ADMIN=127.0.0.1:$(freeport) CAIRN_LOG_LEVEL=warn \
-  build/bin/cairn-auth >"$W/auth.log" 2>&1 & A=$!; pids+=($A)
-CAIRN_HTTP_PORT=$HTTP CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_AUTH_ADDR=tcp://127.0.0.1:$RPC \
-  CAIRN_THREADS=1 CAIRN_LOG_LEVEL=warn build/bin/cairn-gateway >/dev/null 2>"$W/gw.log" & G=$!; pids+=($G)
-base=http://127.0.0.1:$HTTP
-for i in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-body='{"email":"prof@example.com","password":"correct horse battery staple"}'
-curl -fs -XPOST "$base/v1/auth/register" -H 'content-type: application/json' -d "$body" >/dev/null
-T=$(curl -fs -XPOST "$base/v1/auth/login" -H 'content-type: application/json' -d "$body" |
-  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-wrk -t1 -c32 -d$((SECS + 4))s -H "Authorization: Bearer $T" "$base/v1/auth/me" >"$W/wrk.txt" &
+. bench/lib.sh
+bench_need wrk curl perf
+bench_start
+wrk -t1 -c32 -d$((SECS + 4))s -H "Authorization: Bearer $TOKEN" "$base/v1/auth/me" >"$W/wrk.txt" &
 sleep 2
-perf record -e cpu-clock -F 2000 -g -o "$W/gw.data" -p $G -- sleep "$SECS" >/dev/null 2>&1 &
-perf record -e cpu-clock -F 2000 -g -o "$W/auth.data" -p $A -- sleep "$SECS" >/dev/null 2>&1
+perf record -e cpu-clock -F 2000 -g -o "$W/gw.data" -p $GW_PID -- sleep "$SECS" >/dev/null 2>&1 &
+perf record -e cpu-clock -F 2000 -g -o "$W/auth.data" -p $AUTH_PID -- sleep "$SECS" >/dev/null 2>&1
 wait %2 2>/dev/null || true
 sleep 3
 grep Requests/sec "$W/wrk.txt"

@@ -466,6 +466,7 @@ static void principal_from_claims(struct gw_principal *p, const struct cn_jwt_cl
     memcpy(p->role, c->role, sizeof p->role);
     memcpy(p->scope, c->scope, sizeof p->scope);
     p->exp = c->exp;
+    p->iat = c->iat;
 }
 
 int gw_authn_verify(const char *token, size_t len, struct gw_principal *out, const char **why)

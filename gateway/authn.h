@@ -20,6 +20,7 @@ struct gw_principal {
     char scope[512];     /* space-separated */
     char key_id[64];     /* API key id, "" for a JWT */
     int64_t exp;         /* unix seconds */
+    int64_t iat;         /* unix seconds the token was issued (0 for an API key) */
 };
 
 struct gw_authn_conf {

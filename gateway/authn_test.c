@@ -498,6 +498,15 @@ FAKE_UNIMPLEMENTED(login, Cairn__V1__LoginRequest, Cairn__V1__TokenResponse_Clos
 FAKE_UNIMPLEMENTED(refresh, Cairn__V1__RefreshRequest, Cairn__V1__TokenResponse_Closure)
 FAKE_UNIMPLEMENTED(logout, Cairn__V1__LogoutRequest, Cairn__V1__Empty_Closure)
 FAKE_UNIMPLEMENTED(me, Cairn__V1__MeRequest, Cairn__V1__User_Closure)
+FAKE_UNIMPLEMENTED(create_api_key, Cairn__V1__CreateApiKeyRequest, Cairn__V1__ApiKeyCreated_Closure)
+FAKE_UNIMPLEMENTED(list_api_keys, Cairn__V1__ListApiKeysRequest, Cairn__V1__ApiKeyList_Closure)
+FAKE_UNIMPLEMENTED(revoke_api_key, Cairn__V1__RevokeApiKeyRequest, Cairn__V1__Empty_Closure)
+FAKE_UNIMPLEMENTED(resolve_api_key, Cairn__V1__ResolveApiKeyRequest, Cairn__V1__ResolvedApiKey_Closure)
+FAKE_UNIMPLEMENTED(change_password, Cairn__V1__ChangePasswordRequest, Cairn__V1__Empty_Closure)
+FAKE_UNIMPLEMENTED(logout_all, Cairn__V1__LogoutAllRequest, Cairn__V1__Empty_Closure)
+FAKE_UNIMPLEMENTED(list_users, Cairn__V1__ListUsersRequest, Cairn__V1__UserList_Closure)
+FAKE_UNIMPLEMENTED(update_user, Cairn__V1__UpdateUserRequest, Cairn__V1__User_Closure)
+FAKE_UNIMPLEMENTED(list_audit, Cairn__V1__ListAuditRequest, Cairn__V1__AuditList_Closure)
 
 static Cairn__V1__Auth_Service fake_auth = CAIRN__V1__AUTH__INIT(fake_);
 static struct cn_rpc_server *server;

@@ -28,6 +28,9 @@ struct gw_conf {
     int64_t jwks_refresh_s;
     int64_t drain_ms;
     int64_t resolve_s;
+    const char *auth_events;
+    int64_t apikey_cache_ms;
+    int64_t revoke_hold_s;
     const char *log_level;
 };
 

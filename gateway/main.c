@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "apikeys.h"
 #include "authn.h"
 #include "buf.h"
 #include "conf.h"
@@ -51,12 +52,18 @@ static const struct cn_conf_def conf_defs[] = {
             "on SIGTERM, how long to wait for requests in flight"),
     CN_CONF(struct gw_conf, resolve_s, "CAIRN_RESOLVE_S", CN_CONF_INT, "5", 1, 3600,
             "how often service host names are re-resolved to their instances"),
+    CN_CONF(struct gw_conf, auth_events, "CAIRN_AUTH_EVENTS_ADDR", CN_CONF_STR, "tcp://127.0.0.1:7201", 0, 0,
+            "auth revocation events (nng PUB), comma-separated, one per auth instance; \"\" = none"),
+    CN_CONF(struct gw_conf, apikey_cache_ms, "CAIRN_APIKEY_CACHE_MS", CN_CONF_INT, "10000", 0, 600000,
+            "how long a resolved API key is trusted without asking auth again"),
+    CN_CONF(struct gw_conf, revoke_hold_s, "CAIRN_REVOKE_HOLD_S", CN_CONF_INT, "3600", 60, 86400,
+            "how long a disabled user's older access tokens stay refused (>= token lifetime)"),
     CN_CONF(struct gw_conf, log_level, "CAIRN_LOG_LEVEL", CN_CONF_STR, "info", 0, 0, "debug|info|warn|error"),
 };
 
 static void print_routes(void)
 {
-    static const char *const auth_names[] = {"public", "user", "admin"};
+    static const char *const auth_names[] = {"public", "user", "session", "admin"};
     struct cn_buf b = {0};
     cn_buf_puts(&b, "[");
     for (size_t i = 0; i < gw_nroutes; i++) {
@@ -69,8 +76,8 @@ static void print_routes(void)
         cn_buf_json_str(&b, r->service, strlen(r->service));
         cn_buf_puts(&b, ",\"rpc\":");
         cn_buf_json_str(&b, r->rpc, strlen(r->rpc));
-        cn_buf_printf(&b, ",\"auth\":\"%s\",\"idempotent\":%s,\"status\":%d,\"summary\":", auth_names[r->auth],
-                      r->idempotent ? "true" : "false", r->status);
+        cn_buf_printf(&b, ",\"auth\":\"%s\",\"scope\":\"%s\",\"idempotent\":%s,\"status\":%d,\"summary\":",
+                      auth_names[r->auth], r->scope, r->idempotent ? "true" : "false", r->status);
         cn_buf_json_str(&b, r->summary, strlen(r->summary));
         cn_buf_puts(&b, "}");
     }
@@ -165,6 +172,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "cairn-gateway: cannot start token verification (CAIRN_AUTH_ADDR)\n");
         return 2;
     }
+    if (gw_apikeys_start(gw_conf.auth_events, gw_conf.apikey_cache_ms, gw_conf.revoke_hold_s) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: CAIRN_AUTH_EVENTS_ADDR: invalid address list '%s'\n", gw_conf.auth_events);
+        return 2;
+    }
     struct cn_admin *admin = NULL;
     if (cn_admin_start(&admin, gw_conf.admin, admin_ready, NULL) != CN_OK) {
         fprintf(stderr, "cairn-gateway: cannot serve admin port on %s\n", gw_conf.admin);
@@ -177,5 +188,6 @@ int main(int argc, char **argv)
     pthread_join(resolver, NULL);
     cn_admin_stop(admin);
     gw_authn_stop();
+    gw_apikeys_stop();
     return rc;
 }

@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apikeys.h"
+#include "cairn/v1/auth.pb-c.h"
 #include "authn.h"
+#include "credentials.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
@@ -31,13 +34,17 @@ struct reqstate {
     const struct gw_route *route;
     size_t route_index;
     const ProtobufCMethodDescriptor *method;
+    struct gw_match match;
+    struct gw_principal principal;
+    bool authenticated;
+    struct cn_apikey key;            /* being resolved */
     struct gw_upcall *upcall;
     int64_t start_us, upstream_start_us, upstream_us;
     char subject[128];
     int want_protobuf;
 };
 
-static struct cn_metric *m_requests, *m_duration, *m_upstream, *m_inflight, *m_upstream_errors;
+static struct cn_metric *m_requests, *m_duration, *m_upstream, *m_inflight, *m_upstream_errors, *m_refused;
 static struct cn_series **req_series;      /* [(nroutes + 1) * MAX_STATUS], lazily */
 static struct cn_series **dur_series;      /* [nroutes + 1] */
 static struct cn_series **up_series;       /* [nservices] */
@@ -55,6 +62,8 @@ void gw_proxy_init(void)
     m_upstream_errors = cn_metric_new(CN_METRIC_COUNTER, "cairn_upstream_errors_total",
                                       "Upstream calls that got no answer, by service and reason",
                                       "service,reason", NULL, 0);
+    m_refused = cn_metric_new(CN_METRIC_COUNTER, "cairn_authn_refused_total",
+                              "Credentials refused at the edge, by reason", "reason", NULL, 0);
     req_series = cn_calloc((gw_nroutes + 1) * MAX_STATUS, sizeof *req_series);
     dur_series = cn_calloc(gw_nroutes + 1, sizeof *dur_series);
     for (size_t i = 0; i <= gw_nroutes; i++)
@@ -169,35 +178,62 @@ static void add_retry_after(h2o_req_t *req, uint32_t ms)
 
 /* ---- the upstream answer ---- */
 
-static void on_upstream_done(struct gw_upcall *c)
+/* Bookkeeping when an upstream call of st ends; answers a transport failure (timeout,
+ * lost or no connection) and returns -1 then. */
+static int upcall_finished(struct reqstate *st, struct gw_upcall *c, const char *service)
 {
-    struct reqstate *st = c->data;
     h2o_req_t *req = st->req;
     st->upcall = NULL;
     gw_self->inflight--;
     cn_series_add(inflight_series, -1);
-    st->upstream_us = cn_mono_us() - st->upstream_start_us;
-    size_t si = (size_t)(gw_service_find(st->route->service) - gw_services);
-    cn_series_observe(up_series[si], (double)st->upstream_us / 1e6);
-
-    if (c->rv != 0) {
+    int64_t took = cn_mono_us() - st->upstream_start_us;
+    st->upstream_us += took;
+    const struct gw_service *svc = gw_service_find(service);
+    cn_series_observe(up_series[svc - gw_services], (double)took / 1e6);
+    if (c->rv == 0)
+        return 0;
+    {
         const char *reason = c->rv == NNG_ETIMEDOUT ? "timeout"
                              : c->rv == NNG_ECANCELED ? "connection_lost" : "unavailable";
-        cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){st->route->service, reason}), 1);
+        cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){service, reason}), 1);
         char detail[160];
         if (c->rv == NNG_ETIMEDOUT) {
-            snprintf(detail, sizeof detail, "%s did not answer in time", st->route->service);
+            snprintf(detail, sizeof detail, "%s did not answer in time", service);
             respond_problem(st, 504, detail, NULL, 0);
         } else {
             if (c->rv == NNG_ECANCELED)
-                snprintf(detail, sizeof detail, "lost the connection to %s", st->route->service);
+                snprintf(detail, sizeof detail, "lost the connection to %s", service);
             else
-                snprintf(detail, sizeof detail, "%s is unavailable: %s", st->route->service, nng_strerror(c->rv));
+                snprintf(detail, sizeof detail, "%s is unavailable: %s", service, nng_strerror(c->rv));
             add_retry_after(req, 1000);
             respond_problem(st, 503, detail, NULL, 0);
         }
-        return;
+        return -1;
     }
+}
+
+/* Answers a Result whose code is not OK. */
+static void respond_result_error(struct reqstate *st, const Cairn__V1__Result *res, const char *service,
+                                 const char *rpc)
+{
+    h2o_req_t *req = st->req;
+    int status = gw_code_status(res->code);
+    if (status == 429 || status == 503)
+        add_retry_after(req, res->retry_after_ms);
+    if (status == 401)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+    if (status >= 500)
+        cn_log(CN_LOG_WARN, "GW-UPSTREAM-ERROR", st->request_id, "%s %s: %s %s", service, rpc,
+               cn_code_name(res->code), res->message ? res->message : "");
+    respond_problem(st, status, res->message, res->field_errors, res->n_field_errors);
+}
+
+static void on_upstream_done(struct gw_upcall *c)
+{
+    struct reqstate *st = c->data;
+    h2o_req_t *req = st->req;
+    if (upcall_finished(st, c, st->route->service) != 0)
+        return;
     ProtobufCAllocator alloc = {pool_alloc, pool_free, &req->pool};
     Cairn__V1__Result *res = cn_rpc_result_decode(c->reply, &alloc);
     if (res == NULL) {
@@ -206,16 +242,7 @@ static void on_upstream_done(struct gw_upcall *c)
         return;
     }
     if (res->code != CAIRN__V1__CODE__OK) {
-        int status = gw_code_status(res->code);
-        if (status == 429 || status == 503)
-            add_retry_after(req, res->retry_after_ms);
-        if (status == 401)
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                           H2O_STRLIT("Bearer"));
-        if (status >= 500)
-            cn_log(CN_LOG_WARN, "GW-UPSTREAM-ERROR", st->request_id, "%s %s: %s %s", st->route->service,
-                   st->route->rpc, cn_code_name(res->code), res->message ? res->message : "");
-        respond_problem(st, status, res->message, res->field_errors, res->n_field_errors);
+        respond_result_error(st, res, st->route->service, st->route->rpc);
         return;
     }
     if (st->want_protobuf) {
@@ -290,49 +317,16 @@ static int media_is_json(h2o_iovec_t v)
     return n > 5 && h2o_lcstris(v.base + n - 5, 5, H2O_STRLIT("+json"));
 }
 
-/* Fills st->subject and principal from the Authorization header for routes that need a
- * user. Answers and returns -1 when the caller may not proceed. */
-static int authenticate(struct reqstate *st, Cairn__V1__Principal *pr, h2o_mem_pool_t *pool)
+/* The Principal sent in the Call for st's authenticated caller (pool memory). */
+static void principal_to_proto(struct reqstate *st, Cairn__V1__Principal *pr)
 {
-    h2o_req_t *req = st->req;
-    h2o_iovec_t v;
-    if (!header_value(req, H2O_TOKEN_AUTHORIZATION, &v)) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-        respond_problem(st, 401, "this route needs an access token: send Authorization: Bearer <token>", NULL, 0);
-        return -1;
-    }
-    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                       H2O_STRLIT("Bearer error=\"invalid_request\""));
-        respond_problem(st, 401, "the Authorization header must be 'Bearer <token>'", NULL, 0);
-        return -1;
-    }
-    const char *tok = v.base + 7;
-    size_t len = v.len - 7;
-    while (len && *tok == ' ')
-        tok++, len--;
-    struct gw_principal p;
-    const char *why = "invalid token";
-    if (gw_authn_verify(tok, len, &p, &why) != CN_OK) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                       H2O_STRLIT("Bearer error=\"invalid_token\""));
-        char detail[160];
-        snprintf(detail, sizeof detail, "the access token was refused: %s", why);
-        respond_problem(st, 401, detail, NULL, 0);
-        return -1;
-    }
-    if (st->route->auth == GW_AUTH_ADMIN && strcmp(p.role, "admin") != 0) {
-        snprintf(st->subject, sizeof st->subject, "%s", p.sub);
-        respond_problem(st, 403, "this route needs the admin role", NULL, 0);
-        return -1;
-    }
-    snprintf(st->subject, sizeof st->subject, "%s", p.sub);
-    pr->subject = h2o_strdup(pool, p.sub, SIZE_MAX).base;
-    pr->role = h2o_strdup(pool, p.role, SIZE_MAX).base;
-    pr->key_id = h2o_strdup(pool, p.key_id, SIZE_MAX).base;
-    /* scopes: split the space-separated claim */
+    h2o_mem_pool_t *pool = &st->req->pool;
+    const struct gw_principal *p = &st->principal;
+    pr->subject = h2o_strdup(pool, p->sub, SIZE_MAX).base;
+    pr->role = h2o_strdup(pool, p->role, SIZE_MAX).base;
+    pr->key_id = h2o_strdup(pool, p->key_id, SIZE_MAX).base;
     size_t ns = 0;
-    for (const char *s = p.scope; *s;) {
+    for (const char *s = p->scope; *s;) {
         while (*s == ' ')
             s++;
         if (!*s)
@@ -341,22 +335,161 @@ static int authenticate(struct reqstate *st, Cairn__V1__Principal *pr, h2o_mem_p
         while (*s && *s != ' ')
             s++;
     }
-    if (ns) {
-        pr->scopes = h2o_mem_alloc_pool(pool, ns * sizeof *pr->scopes);
-        pr->n_scopes = 0;
-        for (const char *s = p.scope; *s;) {
-            while (*s == ' ')
-                s++;
-            if (!*s)
-                break;
-            const char *e = s;
-            while (*e && *e != ' ')
-                e++;
-            pr->scopes[pr->n_scopes++] = h2o_strdup(pool, s, (size_t)(e - s)).base;
-            s = e;
-        }
+    if (ns == 0)
+        return;
+    pr->scopes = h2o_mem_alloc_pool(pool, ns * sizeof *pr->scopes);
+    pr->n_scopes = 0;
+    for (const char *s = p->scope; *s;) {
+        while (*s == ' ')
+            s++;
+        if (!*s)
+            break;
+        const char *e = s;
+        while (*e && *e != ' ')
+            e++;
+        pr->scopes[pr->n_scopes++] = h2o_strdup(pool, s, (size_t)(e - s)).base;
+        s = e;
     }
-    return 0;
+}
+
+static void respond_unauthenticated(struct reqstate *st, const char *challenge, const char *detail)
+{
+    h2o_add_header(&st->req->pool, &st->req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge,
+                   strlen(challenge));
+    respond_problem(st, 401, detail, NULL, 0);
+}
+
+static void proceed(struct reqstate *st);
+
+/* The caller is known: check the route's role, session and scope rules, then go on. */
+static void authorized_then_proceed(struct reqstate *st)
+{
+    char why[128];
+    snprintf(st->subject, sizeof st->subject, "%s", st->principal.sub);
+    st->authenticated = true;
+    if (gw_authorize(st->route, &st->principal, why, sizeof why) != 0) {
+        respond_problem(st, 403, why, NULL, 0);
+        return;
+    }
+    proceed(st);
+}
+
+/* ResolveApiKey answered (or not). */
+static void on_key_resolved(struct gw_upcall *c)
+{
+    struct reqstate *st = c->data;
+    if (upcall_finished(st, c, "auth") != 0)
+        return;
+    ProtobufCAllocator alloc = {pool_alloc, pool_free, &st->req->pool};
+    Cairn__V1__Result *res = cn_rpc_result_decode(c->reply, &alloc);
+    if (res == NULL) {
+        respond_problem(st, 502, "the auth service sent a malformed reply", NULL, 0);
+        return;
+    }
+    if (res->code == CAIRN__V1__CODE__UNAUTHENTICATED) {
+        cn_series_add(cn_metric_series(m_refused, (const char *[]){"refused_api_key"}), 1);
+        respond_unauthenticated(st, "Bearer error=\"invalid_token\"", "invalid API key");
+        return;
+    }
+    if (res->code != CAIRN__V1__CODE__OK) {
+        respond_result_error(st, res, "auth", "ResolveApiKey");
+        return;
+    }
+    Cairn__V1__ResolvedApiKey *k = (Cairn__V1__ResolvedApiKey *)protobuf_c_message_unpack(
+        &cairn__v1__resolved_api_key__descriptor, &alloc, res->body.len, res->body.data);
+    if (k == NULL) {
+        respond_problem(st, 502, "the auth service sent a malformed reply", NULL, 0);
+        return;
+    }
+    struct gw_principal *p = &st->principal;
+    memset(p, 0, sizeof *p);
+    snprintf(p->sub, sizeof p->sub, "%s", k->subject);
+    snprintf(p->role, sizeof p->role, "%s", k->role);
+    snprintf(p->key_id, sizeof p->key_id, "%s", k->key_id);
+    size_t off = 0;
+    for (size_t i = 0; i < k->n_scopes; i++) {
+        int n = snprintf(p->scope + off, sizeof p->scope - off, "%s%s", off ? " " : "", k->scopes[i]);
+        if (n < 0 || (size_t)n >= sizeof p->scope - off)
+            break;
+        off += (size_t)n;
+    }
+    p->exp = k->expires_at / 1000;
+    gw_apikeys_store(&st->key, p);
+    authorized_then_proceed(st);
+}
+
+/* Asks auth who an API key stands for; answers on failure. */
+static void resolve_key(struct reqstate *st, const struct gw_credential *cred)
+{
+    st->key = cred->key;
+    Cairn__V1__ResolveApiKeyRequest rq = CAIRN__V1__RESOLVE_API_KEY_REQUEST__INIT;
+    rq.key = h2o_strdup(&st->req->pool, cred->token, cred->len).base;
+    nng_msg *msg;
+    cn_rpc_call_encode("ResolveApiKey", st->request_id, (uint32_t)gw_conf.upstream_timeout_ms, NULL, st->remote,
+                       &rq.base, &msg);
+    size_t si = (size_t)(gw_service_find("auth") - gw_services);
+    st->upstream_start_us = cn_mono_us();
+    if (gw_upstream_call(gw_upstreams[si], msg, (int)gw_conf.upstream_timeout_ms, &gw_self->upstream_rx,
+                         on_key_resolved, st, &st->upcall) != CN_OK) {
+        nng_msg_free(msg);
+        add_retry_after(st->req, 1000);
+        respond_problem(st, 503, "no auth instance is reachable to check the API key", NULL, 0);
+        return;
+    }
+    gw_self->inflight++;
+    cn_series_add(inflight_series, 1);
+}
+
+/* Works out who the caller is for a non-public route, then authorises and proceeds
+ * (at once, or when auth has resolved an API key); answers on any refusal. */
+static void authenticate(struct reqstate *st)
+{
+    h2o_req_t *req = st->req;
+    h2o_iovec_t a = {NULL, 0}, k = {NULL, 0};
+    int has_a = header_value(req, H2O_TOKEN_AUTHORIZATION, &a);
+    ssize_t ki = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1);
+    if (ki >= 0)
+        k = req->headers.entries[ki].value;
+    struct gw_credential cred;
+    gw_credential_parse(has_a ? a.base : NULL, a.len, ki >= 0 ? k.base : NULL, k.len, &cred);
+    const char *why = "invalid token";
+    switch (cred.kind) {
+    case GW_CRED_NONE:
+        respond_unauthenticated(st, "Bearer",
+                                "this route needs credentials: send Authorization: Bearer <token or API key>");
+        return;
+    case GW_CRED_MALFORMED:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_request\""));
+        respond_problem(st, 400, cred.why, NULL, 0);
+        return;
+    case GW_CRED_BADKEY:
+        cn_series_add(cn_metric_series(m_refused, (const char *[]){"bad_api_key"}), 1);
+        respond_unauthenticated(st, "Bearer error=\"invalid_token\"", cred.why);
+        return;
+    case GW_CRED_APIKEY:
+        if (gw_apikeys_lookup(&cred.key, &st->principal)) {
+            authorized_then_proceed(st);
+            return;
+        }
+        resolve_key(st, &cred);
+        return;
+    case GW_CRED_JWT:
+        break;
+    }
+    if (gw_authn_verify(cred.token, cred.len, &st->principal, &why) != CN_OK) {
+        cn_series_add(cn_metric_series(m_refused, (const char *[]){"bad_token"}), 1);
+        char detail[160];
+        snprintf(detail, sizeof detail, "the access token was refused: %s", why);
+        respond_unauthenticated(st, "Bearer error=\"invalid_token\"", detail);
+        return;
+    }
+    if (gw_user_revoked(st->principal.sub, st->principal.iat)) {
+        cn_series_add(cn_metric_series(m_refused, (const char *[]){"revoked_user"}), 1);
+        respond_unauthenticated(st, "Bearer error=\"invalid_token\"", "the access token was refused: revoked");
+        return;
+    }
+    authorized_then_proceed(st);
 }
 
 /* Sets path parameters, then query parameters, on msg. Answers and returns -1 on error. */
@@ -496,10 +629,22 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
     st->route = m.route;
     st->route_index = m.index;
     st->method = m.method;
+    st->match = m;
+    if (m.route->auth == GW_AUTH_PUBLIC)
+        proceed(st);
+    else
+        authenticate(st);
+    return 0;
+}
 
+/* Decodes the body and parameters into the RPC's input and calls the service. */
+static void proceed(struct reqstate *st)
+{
+    h2o_req_t *req = st->req;
+    const struct gw_match m = st->match;
     Cairn__V1__Principal principal = CAIRN__V1__PRINCIPAL__INIT;
-    if (m.route->auth != GW_AUTH_PUBLIC && authenticate(st, &principal, &req->pool) != 0)
-        return 0;
+    if (st->authenticated)
+        principal_to_proto(st, &principal);
 
     /* The body: JSON (transcoded) or protobuf (passed through). */
     ProtobufCAllocator alloc = {pool_alloc, pool_free, &req->pool};
@@ -514,18 +659,18 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
         char detail[96];
         snprintf(detail, sizeof detail, "the body is larger than %lld bytes", (long long)gw_conf.max_body);
         respond_problem(st, 413, detail, NULL, 0);
-        return 0;
+        return;
     }
     ProtobufCMessage *input = NULL;
     if (body_len && have_ctype && media_is(ctype, "application/x-protobuf")) {
         input = protobuf_c_message_unpack(m.method->input, &alloc, body_len, (const uint8_t *)req->entity.base);
         if (input == NULL) {
             respond_problem(st, 400, "the body is not a valid protobuf message of this route's request type", NULL, 0);
-            return 0;
+            return;
         }
     } else if (body_len && have_ctype && !media_is_json(ctype)) {
         respond_problem(st, 415, "send the body as application/json or application/x-protobuf", NULL, 0);
-        return 0;
+        return;
     } else {
         struct cn_json_error err;
         if (cn_json_to_proto(req->entity.base, body_len, m.method->input, &alloc, &input, &err) != CN_OK) {
@@ -536,23 +681,29 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
                 snprintf(detail, sizeof detail, "the body is not valid JSON: %s", err.message);
                 respond_problem(st, 400, detail, NULL, 0);
             }
-            return 0;
+            return;
         }
     }
     if (apply_params(st, &m, input, &alloc) != 0)
-        return 0;
+        return;
 
     size_t n = protobuf_c_message_get_packed_size(input);
     uint8_t *packed = h2o_mem_alloc_pool(&req->pool, n ? n : 1);
     protobuf_c_message_pack(input, packed);
-    int timeout = m.route->timeout_ms ? m.route->timeout_ms : (int)gw_conf.upstream_timeout_ms;
+    /* The call carries the time left, so time spent resolving an API key counts. */
+    int64_t timeout = m.route->timeout_ms ? m.route->timeout_ms : gw_conf.upstream_timeout_ms;
+    timeout -= (cn_mono_us() - st->start_us) / 1000;
+    if (timeout < 1) {
+        respond_problem(st, 504, "the route's time ran out before the call", NULL, 0);
+        return;
+    }
     nng_msg *call;
     cn_rpc_call_encode_raw(m.route->rpc, st->request_id, (uint32_t)timeout,
                            principal.subject ? &principal : NULL, st->remote, packed, n, &call);
 
     size_t si = (size_t)(m.service - gw_services);
     st->upstream_start_us = cn_mono_us();
-    if (gw_upstream_call(gw_upstreams[si], call, timeout, &gw_self->upstream_rx, on_upstream_done, st,
+    if (gw_upstream_call(gw_upstreams[si], call, (int)timeout, &gw_self->upstream_rx, on_upstream_done, st,
                          &st->upcall) != CN_OK) {
         nng_msg_free(call);
         cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){m.route->service, "no_instance"}), 1);
@@ -560,9 +711,9 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(detail, sizeof detail, "no %s instance is reachable", m.route->service);
         add_retry_after(req, 1000);
         respond_problem(st, 503, detail, NULL, 0);
-        return 0;
+        return;
     }
     gw_self->inflight++;
     cn_series_add(inflight_series, 1);
-    return 0;
+    return;
 }

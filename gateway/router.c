@@ -91,6 +91,27 @@ static int check(const struct gw_route *r, struct compiled *c, char *err, size_t
         snprintf(err, errlen, "route %s %s: success status %d not allowed", r->method, r->path, r->status);
         return CN_EINVAL;
     }
+    if (r->scope == NULL) {
+        snprintf(err, errlen, "route %s %s: scope must be a scope or \"\"", r->method, r->path);
+        return CN_EINVAL;
+    }
+    if (r->scope[0]) {
+        int known = 0;
+        for (size_t i = 0; i < gw_nscopes; i++)
+            known |= strcmp(r->scope, gw_scopes[i]) == 0;
+        if (!known) {
+            snprintf(err, errlen, "route %s %s: unknown scope '%s'", r->method, r->path, r->scope);
+            return CN_EINVAL;
+        }
+        if (r->auth == GW_AUTH_PUBLIC) {
+            snprintf(err, errlen, "route %s %s: a public route cannot need a scope", r->method, r->path);
+            return CN_EINVAL;
+        }
+    }
+    if (r->auth == GW_AUTH_ADMIN && strcmp(r->scope, "admin") != 0) {
+        snprintf(err, errlen, "route %s %s: an admin route needs the admin scope", r->method, r->path);
+        return CN_EINVAL;
+    }
     c->service = gw_service_find(r->service);
     if (c->service == NULL) {
         snprintf(err, errlen, "route %s %s: no service '%s'", r->method, r->path, r->service);

@@ -41,9 +41,9 @@ static void test_real_table(void **state)
 static void test_templates(void **state)
 {
     (void)state;
-    struct gw_route r1 = {"GET", "/v1/jobs/{id}", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""};
-    struct gw_route r2 = {"POST", "/v1/jobs/{id}:cancel", "auth", "Me", GW_AUTH_USER, false, 0, 200, ""};
-    struct gw_route r3 = {"GET", "/v1/models/{name}/versions/{v}", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""};
+    struct gw_route r1 = {"GET", "/v1/jobs/{id}", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""};
+    struct gw_route r2 = {"POST", "/v1/jobs/{id}:cancel", "auth", "Me", GW_AUTH_USER, "", false, 0, 200, ""};
+    struct gw_route r3 = {"GET", "/v1/models/{name}/versions/{v}", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""};
     struct compiled c1, c2, c3;
     char err[128];
     struct gw_match mt;
@@ -67,10 +67,10 @@ static void test_templates(void **state)
     assert_memory_equal(mt.params[1].value, "3", 1);
 
     struct gw_route bad[] = {
-        {"GET", "v1/x", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/{}", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/{a", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/{a}{b}", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
+        {"GET", "v1/x", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/{}", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/{a", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/{a}{b}", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
     };
     for (size_t i = 0; i < CN_ARRAY_LEN(bad); i++)
         assert_int_equal(compile(&bad[i], &c1, err, sizeof err), CN_EINVAL);
@@ -82,19 +82,23 @@ static void test_checks(void **state)
     struct compiled c;
     char err[256];
     struct gw_route rows[] = {
-        {"FETCH", "/v1/x", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/x", "nosuch", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/x", "auth", "NoSuchRpc", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/x/{nofield}", "auth", "Me", GW_AUTH_USER, true, 0, 200, ""},
-        {"GET", "/v1/x", "auth", "Me", GW_AUTH_USER, true, 0, 302, ""},
+        {"FETCH", "/v1/x", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/x", "nosuch", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/x", "auth", "NoSuchRpc", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/x/{nofield}", "auth", "Me", GW_AUTH_USER, "", true, 0, 200, ""},
+        {"GET", "/v1/x", "auth", "Me", GW_AUTH_USER, "", true, 0, 302, ""},
+        {"GET", "/v1/x", "auth", "Me", GW_AUTH_USER, "predict:all", true, 0, 200, ""},
+        {"GET", "/v1/x", "auth", "Me", GW_AUTH_PUBLIC, "predict", true, 0, 200, ""},
+        {"GET", "/v1/x", "auth", "Me", GW_AUTH_ADMIN, "", true, 0, 200, ""},
     };
-    const char *why[] = {"unknown method", "no service", "no RPC", "not a scalar field", "not allowed"};
+    const char *why[] = {"unknown method", "no service", "no RPC", "not a scalar field", "not allowed",
+                         "unknown scope", "public route", "admin scope"};
     for (size_t i = 0; i < CN_ARRAY_LEN(rows); i++) {
         assert_int_equal(compile(&rows[i], &c, err, sizeof err), CN_OK);
         assert_int_equal(check(&rows[i], &c, err, sizeof err), CN_EINVAL);
         assert_non_null(strstr(err, why[i]));
     }
-    struct gw_route ok = {"POST", "/v1/auth/refresh/{refresh_token}", "auth", "Refresh", GW_AUTH_PUBLIC, false, 0, 200, ""};
+    struct gw_route ok = {"POST", "/v1/auth/refresh/{refresh_token}", "auth", "Refresh", GW_AUTH_PUBLIC, "", false, 0, 200, ""};
     assert_int_equal(compile(&ok, &c, err, sizeof err), CN_OK);
     assert_int_equal(check(&ok, &c, err, sizeof err), CN_OK);
 }

@@ -6,6 +6,8 @@
  * such as {id}:cancel; path and query parameters fill the top-level request fields of
  * the same name. The table is checked against the protoc-c descriptors at start-up
  * (gw_routes_check): a route naming a missing service, RPC or field fails start-up.
+ * Every non-public route names the scope it needs; a token carries its role's scopes,
+ * an API key the scopes it was created with (never more than its owner's role).
  */
 #ifndef GW_ROUTES_H
 #define GW_ROUTES_H
@@ -16,8 +18,9 @@
 
 enum gw_auth {
     GW_AUTH_PUBLIC,   /* no credentials needed */
-    GW_AUTH_USER,     /* any signed-in user */
-    GW_AUTH_ADMIN,    /* role admin */
+    GW_AUTH_USER,     /* an access token or an API key */
+    GW_AUTH_SESSION,  /* an access token only: things an API key must not do */
+    GW_AUTH_ADMIN,    /* role admin (and scope admin) */
 };
 
 struct gw_service {
@@ -33,6 +36,7 @@ struct gw_route {
     const char *service;       /* a gw_services[] name */
     const char *rpc;           /* method name in the service block */
     enum gw_auth auth;
+    const char *scope;         /* scope the caller needs ("" = none beyond auth) */
     bool idempotent;           /* safe to retry (GETs, PUTs, ...) */
     int timeout_ms;            /* 0 = CAIRN_UPSTREAM_TIMEOUT_MS */
     int status;                /* HTTP status on success: 200, 201, 202 or 204 */
@@ -41,6 +45,9 @@ struct gw_route {
 
 extern const struct gw_service gw_services[];
 extern const size_t gw_nservices;
+/* Every scope a route may name (the same list cairn-auth grants from). */
+extern const char *const gw_scopes[];
+extern const size_t gw_nscopes;
 extern const struct gw_route gw_routes[];
 extern const size_t gw_nroutes;
 

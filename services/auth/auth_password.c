@@ -1,5 +1,5 @@
-/* auth_password.c — the rules for emails and passwords, and Argon2id hashing on a
- * bounded pool.
+/* auth_password.c — the rules for emails, passwords and API key names, and Argon2id
+ * hashing on a bounded pool.
  *
  * Argon2id (libargon2; OpenSSL 3.0 has none) with OWASP's costs m=19 MiB, t=2, p=1 takes
  * ~25 ms of one core and 19 MiB per hash. Hashing runs on the calling RPC worker, but at
@@ -208,6 +208,46 @@ int auth_password_check(const char *pw, const char **why)
     }
     if (n > AUTH_PASSWORD_MAX) {
         *why = "must be at most 1024 characters";
+        return CN_EINVAL;
+    }
+    return CN_OK;
+}
+
+/* --- other text: API key names, filters --- */
+
+bool auth_text_ok(const char *s, long max)
+{
+    long n = utf8_count(s);
+    return n >= 0 && n <= max;
+}
+
+int auth_key_name_check(const char *name, const char **why)
+{
+    long n = utf8_count(name);
+    bool blank = true;
+
+    if (n < 0) {
+        *why = "must be valid UTF-8";
+        return CN_EINVAL;
+    }
+    if (n == 0) {
+        *why = "is required";
+        return CN_EINVAL;
+    }
+    if (n > AUTH_KEY_NAME_MAX) {
+        *why = "must be at most 100 characters";
+        return CN_EINVAL;
+    }
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *why = "must not contain control characters";
+            return CN_EINVAL;
+        }
+        if (*p != ' ')
+            blank = false;
+    }
+    if (blank) {
+        *why = "must not be blank";
         return CN_EINVAL;
     }
     return CN_OK;

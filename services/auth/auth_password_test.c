@@ -1,6 +1,7 @@
 /* auth_password_test.c — unit tests for auth_password.c: email normalisation and the
- * reasons given for bad addresses, password length counted in code points, Argon2id
- * hash/verify, and the bounded hashing pool (full, timed out, waiter served in turn).
+ * reasons given for bad addresses, password length counted in code points, API key
+ * names, Argon2id hash/verify, and the bounded hashing pool (full, timed out, waiter
+ * served in turn).
  * Includes the .c to reach the pool's statics.
  */
 #include <pthread.h>
@@ -343,6 +344,36 @@ static void pool_newcomers_queue_behind_waiters(void **state)
     assert_int_equal(pool.running, 0);
 }
 
+static void key_names(void **state)
+{
+    const char *why = "";
+    char *longest = repeat("\xc3\xa9", AUTH_KEY_NAME_MAX); /* 100 x e-acute: 200 bytes */
+    char *too_long = repeat("k", AUTH_KEY_NAME_MAX + 1);
+
+    (void)state;
+    assert_int_equal(auth_key_name_check("ci deploy", &why), CN_OK);
+    assert_int_equal(auth_key_name_check("x", &why), CN_OK);
+    assert_int_equal(auth_key_name_check("'; DROP TABLE api_keys; --", &why), CN_OK);
+    assert_int_equal(auth_key_name_check(longest, &why), CN_OK);
+    assert_int_equal(auth_key_name_check(too_long, &why), CN_EINVAL);
+    assert_non_null(strstr(why, "at most 100"));
+    assert_int_equal(auth_key_name_check("", &why), CN_EINVAL);
+    assert_non_null(strstr(why, "required"));
+    assert_int_equal(auth_key_name_check("   ", &why), CN_EINVAL);
+    assert_non_null(strstr(why, "blank"));
+    assert_int_equal(auth_key_name_check("tab\there", &why), CN_EINVAL);
+    assert_non_null(strstr(why, "control"));
+    assert_int_equal(auth_key_name_check("del\x7f", &why), CN_EINVAL);
+    assert_int_equal(auth_key_name_check("bad \xc3", &why), CN_EINVAL);
+    assert_non_null(strstr(why, "UTF-8"));
+    assert_true(auth_text_ok("", 0));
+    assert_true(auth_text_ok("\xc3\xa9\xc3\xa9", 2));
+    assert_false(auth_text_ok("\xc3\xa9\xc3\xa9", 1));
+    assert_false(auth_text_ok("\xff", 10));
+    free(longest);
+    free(too_long);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +382,7 @@ int main(void)
         cmocka_unit_test(email_length_limits),
         cmocka_unit_test(password_length_counts_code_points),
         cmocka_unit_test(password_must_be_valid_utf8),
+        cmocka_unit_test(key_names),
         cmocka_unit_test_setup_teardown(hash_and_verify_round_trip, pool_setup, pool_teardown),
         cmocka_unit_test_setup_teardown(dummy_verify_never_matches_and_costs_the_same, pool_setup,
                                         pool_teardown),

@@ -1,5 +1,6 @@
 /* main.c — cairn-auth: users, password login, signing keys and JWKS, refresh-token
- * families (README.md). Everything but this table is in the auth_*.c files and lib/svc.c.
+ * families, API keys, roles and the audit log (README.md). Everything but this table is
+ * in the auth_*.c files and lib/svc.c.
  *
  * Workers default to 8 so that the password-hash pool (2 hashing + 4 waiting by default)
  * always leaves workers for Refresh, Me and GetJwks during a login flood.
@@ -15,6 +16,7 @@ struct cn_svc auth_svc = {
     .migrations = auth_migrations,
     .conf = auth_conf_defs,
     .conf_values = &auth_conf,
+    .command = auth_command,
     .init = auth_init,
     .fini = auth_fini,
 };

@@ -5,10 +5,13 @@ The pieces, bottom up:
   free_port()          a free TCP port below the kernel's ephemeral range
   Stack                PostgreSQL + Redis from scripts/stack in a folder
   Proc                 one Cairn binary with its env and log; stop/kill/restart
-  Auth, Gateway        Proc with their ports, URLs and /metrics
+  Auth, Gateway        Proc with their ports, URLs and /metrics; each auth publishes
+                       revocations on its own events port, the gateway subscribes to all
   Cluster              N auth replicas + one gateway, started ready and stopped together
-  Api                  a requests session with the auth calls as methods
+  Api                  a requests session with the auth, API-key and admin calls as
+                       methods; Api.admin() signs in the bootstrap admin (ADMIN_EMAIL)
   Tokens               decodes real access tokens and re-signs altered copies
+  api_key()            builds API keys of the lib/apikey.h format (for forged ones)
   metric_sum()         sums Prometheus samples by name and labels
   assert_problem()     checks an application/problem+json error
 To add a service to the harness: a Proc subclass with its env (like Auth), and a slot in
@@ -26,6 +29,7 @@ import socket
 import subprocess
 import time
 import uuid
+import zlib
 
 import requests
 
@@ -132,6 +136,18 @@ class Stack:
     def stop(self):
         subprocess.run([STACK, "stop", self.root], capture_output=True, timeout=120)
 
+    def sql(self, query, *args):
+        """Runs one query with psql (positional args bound as :'v1', :'v2', ... so they
+        are quoted by psql, never pasted in) and returns its rows as lists of strings.
+        For checking invariants the API cannot show; tests act through the gateway."""
+        cmd = ["psql", self.pg_dsn, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "\t"]
+        for i, a in enumerate(args, 1):
+            cmd += ["-v", f"v{i}={a}"]
+        r = subprocess.run(cmd, input=query, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql failed: {r.stderr}")
+        return [line.split("\t") for line in r.stdout.splitlines() if line]
+
 
 class Proc:
     """One Cairn binary run with `env` (added to the harness's environment), output to
@@ -237,20 +253,31 @@ class Proc:
         return r.text
 
 
+# The first admin, made by every auth the harness starts (CAIRN_BOOTSTRAP_ADMIN_*): the
+# first start creates it in the shared database, later ones find it there. Tests must not
+# fail its logins (per-account throttling) nor disable or demote it.
+ADMIN_EMAIL = "admin@cairn.test"
+ADMIN_PASSWORD = "bootstrap admin password 1"
+
+
 class Auth(Proc):
     binary = "cairn-auth"
 
     def __init__(self, name, stack, key_file, log_dir, extra_env=None):
         self.rpc_port = free_port()
         self.admin_port = free_port()
+        self.events_port = free_port()
         env = {
             "CAIRN_PG_DSN": stack.pg_dsn,
             "CAIRN_AUTH_LISTEN": self.addr_for(self.rpc_port),
             "CAIRN_AUTH_ADMIN": f"127.0.0.1:{self.admin_port}",
+            "CAIRN_AUTH_EVENTS": self.addr_for(self.events_port),
             "CAIRN_AUTH_KEY_FILE": key_file,
             "CAIRN_AUTH_ISSUER": "cairn",
             "CAIRN_AUTH_AUDIENCE": "cairn-api",
             "CAIRN_AUTH_WORKERS": "4",
+            "CAIRN_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+            "CAIRN_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         }
         env.update(extra_env or {})
         super().__init__(name, env, log_dir)
@@ -262,6 +289,10 @@ class Auth(Proc):
     @property
     def addr(self):
         return self.addr_for(self.rpc_port)
+
+    @property
+    def events_addr(self):
+        return self.addr_for(self.events_port)
 
     @property
     def admin_url(self):
@@ -279,7 +310,7 @@ class Auth(Proc):
 class Gateway(Proc):
     binary = "cairn-gateway"
 
-    def __init__(self, name, auth_addrs, log_dir, extra_env=None):
+    def __init__(self, name, auth_addrs, log_dir, extra_env=None, events_addrs=()):
         self.http_port = free_port()
         self.admin_port = free_port()
         env = {
@@ -288,6 +319,7 @@ class Gateway(Proc):
             "CAIRN_GATEWAY_ADMIN": f"127.0.0.1:{self.admin_port}",
             "CAIRN_THREADS": "2",
             "CAIRN_AUTH_ADDR": ",".join(auth_addrs),
+            "CAIRN_AUTH_EVENTS_ADDR": ",".join(events_addrs),
             "CAIRN_MAX_BODY_BYTES": "1048576",
             "CAIRN_JWT_ISSUER": "cairn",
             "CAIRN_JWT_AUDIENCE": "cairn-api",
@@ -328,7 +360,7 @@ class Cluster:
         self.auths = [Auth(f"{tag}-auth-{i + 1}", stack, key_file, log_dir, auth_env)
                       for i in range(replicas)]
         self.gateway = Gateway(f"{tag}-gateway", [a.addr for a in self.auths], log_dir,
-                               gateway_env)
+                               gateway_env, events_addrs=[a.events_addr for a in self.auths])
 
     @property
     def auth(self):
@@ -371,8 +403,19 @@ def unique_email(tag="user"):
 PASSWORD = "correct horse battery staple"
 
 
+def bearer(credential):
+    """Headers that present credential (an access token or an API key) as a bearer."""
+    return {"Authorization": f"Bearer {credential}"} if credential else {}
+
+
+def _query(**params):
+    """Query parameters without the ones left as None."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
 class Api:
-    """The auth endpoints as methods, each returning the requests.Response."""
+    """The auth endpoints as methods, each returning the requests.Response. Methods that
+    need credentials take `auth`: an access token or an API key, sent as a bearer."""
 
     def __init__(self, base, timeout=10):
         self.base = base
@@ -391,6 +434,14 @@ class Api:
             kw["json"] = json_body
         return self.request("POST", path, **kw)
 
+    def patch(self, path, json_body=None, **kw):
+        if json_body is not None:
+            kw["json"] = json_body
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
     def register(self, email, password=PASSWORD):
         return self.post("/v1/auth/register", {"email": email, "password": password})
 
@@ -404,13 +455,71 @@ class Api:
         headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
         return self.post("/v1/auth/logout", {"refresh_token": refresh_token}, headers=headers)
 
-    def me(self, access_token=None, authorization=None):
+    def me(self, access_token=None, authorization=None, api_key=None):
         headers = {}
         if authorization is not None:
             headers["Authorization"] = authorization
         elif access_token is not None:
             headers["Authorization"] = f"Bearer {access_token}"
+        if api_key is not None:
+            headers["X-API-Key"] = api_key
         return self.get("/v1/auth/me", headers=headers)
+
+    # -- API keys
+    def create_key(self, auth, name="test key", scopes=None, expires_in_days=None):
+        body = {"name": name}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return self.post("/v1/auth/api-keys", body, headers=bearer(auth))
+
+    def list_keys(self, auth, limit=None, page_token=None):
+        return self.get("/v1/auth/api-keys", headers=bearer(auth),
+                        params=_query(limit=limit, page_token=page_token))
+
+    def revoke_key(self, auth, key_id):
+        return self.delete(f"/v1/auth/api-keys/{key_id}", headers=bearer(auth))
+
+    def new_key(self, auth, name="test key", scopes=None, expires_in_days=None):
+        """Creates a key (asserting 201); returns the ApiKeyCreated body."""
+        r = self.create_key(auth, name, scopes, expires_in_days)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    # -- self-service
+    def change_password(self, auth, current_password, new_password):
+        return self.post("/v1/auth/password", {"current_password": current_password,
+                                               "new_password": new_password},
+                         headers=bearer(auth))
+
+    def logout_all(self, auth):
+        return self.post("/v1/auth/logout-all", {}, headers=bearer(auth))
+
+    # -- administration
+    def list_users(self, auth, email=None, limit=None, page_token=None):
+        return self.get("/v1/admin/users", headers=bearer(auth),
+                        params=_query(email=email, limit=limit, page_token=page_token))
+
+    def update_user(self, auth, user_id, role=None, disabled=None):
+        body = _query(role=role, disabled=disabled)
+        return self.patch(f"/v1/admin/users/{user_id}", body, headers=bearer(auth))
+
+    def list_audit(self, auth, subject=None, action=None, limit=None, page_token=None):
+        return self.get("/v1/admin/audit", headers=bearer(auth),
+                        params=_query(subject=subject, action=action, limit=limit,
+                                      page_token=page_token))
+
+    def admin(self):
+        """Signs in the bootstrap admin; returns a User."""
+        r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        assert r.status_code == 200, f"the bootstrap admin cannot log in: {r.text}"
+        tokens = r.json()
+        r = self.me(tokens["access_token"])
+        assert r.status_code == 200, r.text
+        u = User(ADMIN_EMAIL, ADMIN_PASSWORD, r.json())
+        u.tokens = tokens
+        return u
 
     def jwks(self):
         return self.get("/.well-known/jwks.json")
@@ -577,6 +686,32 @@ def unsigned(token, header_changes=None):
     header.update(header_changes or {"alg": "none"})
     return (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
             b64url(json.dumps(claims, separators=(",", ":")).encode()) + ".")
+
+
+# ---------------------------------------------------------------- API keys
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+API_KEY_RE = re.compile(r"^cairn_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}$")
+
+
+def api_key_check(body):
+    """The 6-character check of lib/apikey.h: CRC-32 of body in base62, most significant
+    digit first."""
+    crc = zlib.crc32(body.encode())
+    out = ""
+    for _ in range(6):
+        out = _B62[crc % 62] + out
+        crc //= 62
+    return out
+
+
+def api_key(key_id=None, secret=None):
+    """A well-formed API key (right length, alphabet and checksum) for key_id and secret,
+    random where not given: one auth never minted, unless key_id names a real key."""
+    key_id = key_id or "".join(random.choice(_B62) for _ in range(12))
+    secret = secret or "".join(random.choice(_B62) for _ in range(32))
+    body = f"cairn_{key_id}_{secret}"
+    return body + api_key_check(body)
 
 
 # ---------------------------------------------------------------- Prometheus

@@ -1,9 +1,12 @@
 """docs/openapi.yaml equals the gateway's route table.
 
 `cairn-gateway --routes` prints gateway/routes.c as JSON; this test holds the hand-written
-OpenAPI document to it: the same (method, path) pairs in both directions, the same RPC
-behind each, bearerAuth on every user/admin route and on no public one, the route's
-success status among the responses, and X-Request-Id on every response. Operations
+OpenAPI document to it: the same (method, path) pairs in both directions, the same RPC,
+auth kind (x-cairn-auth) and scope (x-cairn-scope) behind each, bearerAuth on every
+non-public route and on no public one, the X-API-Key alternative (apiKeyAuth) on exactly
+the routes an API key may call (user and admin, not session), the route's success status
+among the responses, 401/403 where credentials can be refused, and X-Request-Id on every
+response. Operations
 marked `x-cairn-builtin` (the gateway's own /healthz and /readyz) are not routes and are
 left out of the comparison. Needs only the built gateway binary, no running stack.
 """
@@ -73,7 +76,11 @@ def fmt(pairs):
 def test_document_is_openapi_3_1(spec):
     assert str(spec.get("openapi", "")).startswith("3.1"), "docs/openapi.yaml must be OpenAPI 3.1"
     assert "Problem" in spec["components"]["schemas"], "the shared Problem schema is missing"
-    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    api_key = schemes.get("apiKeyAuth", {})
+    assert (api_key.get("type"), api_key.get("in"), api_key.get("name")) == ("apiKey", "header", "X-API-Key"), \
+        f"apiKeyAuth must be an apiKey scheme in the X-API-Key header: {api_key}"
 
 
 def test_every_route_is_documented(routes, spec):
@@ -106,6 +113,25 @@ def test_operations_name_their_rpc(routes, spec):
     assert not wrong, "x-cairn-service/x-cairn-rpc disagree with the route table:\n" + "\n".join(wrong)
 
 
+def test_auth_and_scope_match_the_route_table(routes, spec):
+    wrong = []
+    for key, op in route_ops(spec).items():
+        r = routes.get(key)
+        if r is None:
+            continue
+        got = (op.get("x-cairn-auth"), op.get("x-cairn-scope"))
+        if got != (r["auth"], r["scope"]):
+            wrong.append(f"{key[0]} {key[1]}: documents auth={got[0]!r} scope={got[1]!r}, "
+                         f"routes.c has auth={r['auth']!r} scope={r['scope']!r}")
+    assert not wrong, "x-cairn-auth/x-cairn-scope disagree with the route table:\n" + "\n".join(wrong)
+
+
+def test_scopes_are_known(routes, spec):
+    known = set(resolve(spec, {"$ref": "#/components/schemas/Scope"})["enum"])
+    unknown = [f"{m} {p}: {r['scope']}" for (m, p), r in routes.items() if r["scope"] and r["scope"] not in known]
+    assert not unknown, "routes need scopes the Scope schema does not list: " + ", ".join(unknown)
+
+
 def test_security_matches_auth(routes, spec):
     ops = route_ops(spec)
     global_security = spec.get("security", [])
@@ -116,11 +142,17 @@ def test_security_matches_auth(routes, spec):
             continue
         security = op.get("security", global_security)
         needs_bearer = any("bearerAuth" in req for req in security)
+        takes_key = any("apiKeyAuth" in req for req in security)
         anonymous_ok = not security or any(req == {} for req in security)
-        if r["auth"] in ("user", "admin") and (not needs_bearer or anonymous_ok):
-            wrong.append(f"{key[0]} {key[1]} is a {r['auth']} route but does not require bearerAuth")
+        where = f"{key[0]} {key[1]} is a {r['auth']} route"
+        if r["auth"] in ("user", "session", "admin") and (not needs_bearer or anonymous_ok):
+            wrong.append(f"{where} but does not require bearerAuth")
+        if r["auth"] in ("user", "admin") and not takes_key:
+            wrong.append(f"{where} but does not list apiKeyAuth (X-API-Key) as an alternative")
+        if r["auth"] == "session" and takes_key:
+            wrong.append(f"{where} (access tokens only) but lists apiKeyAuth")
         if r["auth"] == "public" and not anonymous_ok:
-            wrong.append(f"{key[0]} {key[1]} is public but requires credentials (use `security: []`)")
+            wrong.append(f"{where} but requires credentials (use `security: []`)")
     assert not wrong, "\n".join(wrong)
 
 
@@ -158,14 +190,18 @@ def test_user_routes_document_401(routes, spec):
     missing = [
         f"{k[0]} {k[1]}"
         for k, r in routes.items()
-        if r["auth"] in ("user", "admin") and k in ops and "401" not in {str(c) for c in ops[k]["responses"]}
+        if r["auth"] != "public" and k in ops and "401" not in {str(c) for c in ops[k]["responses"]}
     ]
+    # 403: an admin route refuses other roles, a session route refuses API keys, a scoped
+    # route refuses credentials without the scope.
     missing += [
         f"{k[0]} {k[1]} (403)"
         for k, r in routes.items()
-        if r["auth"] == "admin" and k in ops and "403" not in {str(c) for c in ops[k]["responses"]}
+        if (r["auth"] in ("admin", "session") or r["scope"]) and k in ops
+        and "403" not in {str(c) for c in ops[k]["responses"]}
     ]
-    assert not missing, "routes that need a token must document 401 (and admin ones 403): " + ", ".join(missing)
+    assert not missing, ("routes that need credentials must document 401 (and admin, session and "
+                         "scoped ones 403): " + ", ".join(missing))
 
 
 def test_every_response_has_x_request_id(spec):

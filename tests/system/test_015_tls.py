@@ -11,7 +11,8 @@ import urllib3
 
 from cairn import BIN_DIR, assert_problem, free_port, unique_email
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+# The certificate is self-signed on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 def make_cert(d, name):

@@ -119,12 +119,20 @@ def test_token_signed_by_another_key_is_401(api, tokens, token):
 
 
 def test_garbage_authorization_is_401(api, token):
-    for value in ("Bearer", "Bearer ", "Bearer  ", "Basic dXNlcjpwYXNz", "bearer-ish",
-                  f"Token {token}", "Bearer a.b.c", "Bearer ...", "Bearer " + "x" * 4000,
+    for value in ("Bearer a.b.c", "Bearer ...", "Bearer " + "x" * 4000,
                   "Bearer " + token + ".extra", "Bearer " + token[:-10],
-                  "Bearer eyJ!!!.eyJ!!!.sig", "Bearer " + "\u00e9" * 10):
+                  "Bearer eyJ!!!.eyJ!!!.sig"):
         r = api.me(authorization=value.encode("utf-8"))
         assert_problem(r, 401)
+
+
+def test_malformed_authorization_header_is_400(api, token):
+    # Not of the form "Bearer <credential>": RFC 6750 invalid_request, 400.
+    for value in ("Bearer", "Bearer ", "Bearer  ", "Basic dXNlcjpwYXNz", "bearer-ish",
+                  f"Token {token}", "Bearer " + "\u00e9" * 10, "Bearer a b"):
+        r = api.me(authorization=value.encode("utf-8"))
+        assert_problem(r, 400)
+        assert "invalid_request" in r.headers.get("WWW-Authenticate", "")
 
 
 def test_the_right_token_still_works_after_the_refusals(api, token):

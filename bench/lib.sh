@@ -1,0 +1,100 @@
+# lib.sh — shared set-up for the bench scripts (sourced, not run): a throwaway stack,
+# cairn-auth and cairn-gateway on free ports, a signed-in user, and the measurement
+# helpers. After `bench_start`: $base (gateway URL), $W (work dir), $AUTH_PID, $GW_PID,
+# $TOKEN (an access token), $EMAIL/$PASSWORD. Everything is stopped on exit.
+
+bench_need() { for t in "$@"; do command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps)"; exit 1; }; done; }
+freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+bench_pids=()
+bench_cleanup() {
+  for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/stack stop "$W/stack" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+
+# bench_start [extra auth env...]: everything up and a user signed in.
+bench_start() {
+  make -s all >/dev/null
+  W=$(mktemp -d /tmp/cairn-bench.XXXXXX)
+  chmod 755 "$W"
+  trap bench_cleanup EXIT
+  scripts/stack start "$W/stack" >/dev/null 2>&1
+  set -a; . "$W/stack/env"; set +a
+  local rpc events http
+  rpc=$(freeport); events=$(freeport); http=$(freeport)
+  env CAIRN_AUTH_LISTEN=tcp://127.0.0.1:$rpc CAIRN_AUTH_ADMIN=127.0.0.1:$(freeport) \
+    CAIRN_AUTH_EVENTS=tcp://127.0.0.1:$events CAIRN_LOG_LEVEL=warn "$@" \
+    build/bin/cairn-auth >"$W/auth.log" 2>&1 &
+  AUTH_PID=$!; bench_pids+=($AUTH_PID)
+  CAIRN_HTTP_PORT=$http CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc \
+    CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events CAIRN_THREADS=${CAIRN_THREADS:-1} CAIRN_LOG_LEVEL=warn \
+    build/bin/cairn-gateway >/dev/null 2>"$W/gateway.log" &
+  GW_PID=$!; bench_pids+=($GW_PID)
+  base=http://127.0.0.1:$http
+  for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs "$base/readyz" >/dev/null || { echo "bench: gateway not ready"; cat "$W"/*.log; exit 1; }
+  EMAIL="bench-$RANDOM$RANDOM@example.com"
+  PASSWORD="correct horse battery staple"
+  curl -fs -XPOST "$base/v1/auth/register" -H 'content-type: application/json' \
+    -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" >/dev/null
+  TOKEN=$(curl -fs -XPOST "$base/v1/auth/login" -H 'content-type: application/json' \
+    -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json_field '["access_token"]')
+}
+
+# CPU ticks (utime+stime) of the given pids.
+cpu_ticks() {
+  local s=0
+  for p in "$@"; do
+    [ -r /proc/$p/stat ] || continue
+    s=$((s + $(awk '{print $14+$15}' /proc/$p/stat)))
+  done
+  echo $s
+}
+pg_pids() { # the postmaster and its backends
+  local pm
+  pm=$(head -1 "$W/stack/pg/data/postmaster.pid" 2>/dev/null) || return 0
+  echo "$pm"; pgrep -P "$pm" || true
+}
+
+# saturate PATH [wrk args] -> "rps p50 p99 cpu_gw cpu_auth cpu_pg" (CPU in us per request)
+saturate() {
+  local path=$1; shift
+  local hz g0 a0 p0 g1 a1 p1 out rps reqs non2xx py=/usr/bin/python3
+  hz=$(getconf CLK_TCK)
+  g0=$(cpu_ticks $GW_PID); a0=$(cpu_ticks $AUTH_PID); p0=$(cpu_ticks $(pg_pids))
+  out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$@" "$base$path")
+  g1=$(cpu_ticks $GW_PID); a1=$(cpu_ticks $AUTH_PID); p1=$(cpu_ticks $(pg_pids))
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  [ -z "$non2xx" ] || { echo "bench: $path answered $non2xx non-2xx responses" >&2; exit 1; }
+  echo "$rps $(echo "$out" | awk '$1=="50%" {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}')" \
+    "$($py -c "print(f'{($g1-$g0)/$hz*1e6/$reqs:.1f}')")" \
+    "$($py -c "print(f'{($a1-$a0)/$hz*1e6/$reqs:.1f}')")" \
+    "$($py -c "print(f'{($p1-$p0)/$hz*1e6/$reqs:.1f}')")"
+}
+
+# fixed_rate PATH RATE [h2load args] -> "p50 p99 max ok/total" (ms), HTTP/1.1, 10 clients
+fixed_rate() {
+  local path=$1 rate=$2; shift 2
+  local clients=10 per log
+  per=$(( (rate + clients - 1) / clients ))
+  log=$(mktemp "$W/h2.XXXXXX")
+  h2load --h1 -c $clients --rps "$per" -D "$SECS" --warm-up-time=1 --log-file="$log" "$@" "$base$path" \
+    >"$log.out" 2>&1 || true
+  h2_percentiles "$log"
+}
+
+h2_percentiles() {
+  /usr/bin/python3 - "$1" <<'PY'
+import sys
+rows=[l.split('\t') for l in open(sys.argv[1]) if l.strip()]
+lat=sorted(int(r[2])/1000 for r in rows)
+ok=sum(1 for r in rows if r[1].startswith('2'))
+def pct(p): return lat[min(len(lat)-1,int(p*len(lat)))] if lat else float('nan')
+print(f"{pct(0.50):.2f} {pct(0.99):.2f} {lat[-1] if lat else float('nan'):.2f} {ok}/{len(rows)}")
+PY
+}
