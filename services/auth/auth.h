@@ -5,13 +5,15 @@
  * the Argon2id pool and the email/password/key-name rules; auth_scopes.c scopes and
  * roles; auth_page.c page tokens, id shapes and LIKE escaping; auth_events.c the
  * revocation publisher; auth_lastused.c the batched last_used_at and the housekeeping
- * thread; auth_admin.c the create-admin command and the bootstrap admin. To add a
+ * thread; auth_admin.c the create-admin command and the bootstrap admin. Keys rotate
+ * with `cairn-auth rotate-keys` (auth_keys.c), and a thread there reloads them. To add a
  * setting: a field in struct auth_conf, a row in auth_conf_defs (auth_rpc.c), a line in
  * README.md.
  */
 #ifndef AUTH_H
 #define AUTH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +41,13 @@ struct auth_conf {
     int64_t last_used_flush_s;
     const char *bootstrap_email;
     const char *bootstrap_password;
+    int64_t throttle_after;
+    int64_t throttle_base_ms;
+    int64_t throttle_max_s;
+    int64_t throttle_window_s;
+    int64_t key_publish_s;
+    int64_t key_reload_s;
+    int64_t key_grace_s;
 };
 
 extern struct auth_conf auth_conf;
@@ -126,8 +135,8 @@ void auth_events_enable_user(const char *user_id, const char *request_id);
 /* --- last_used_at batching and housekeeping (auth_lastused.c) --- */
 
 /* Starts the housekeeping thread (its own Postgres handle on dsn), flushing every
- * period_s. 0 or CN_EIO. */
-int auth_lastused_start(const char *dsn, int64_t period_s);
+ * period_s and purging login throttles older than throttle_window_s. 0 or CN_EIO. */
+int auth_lastused_start(const char *dsn, int64_t period_s, int64_t throttle_window_s);
 /* Stops the thread and flushes what is left. Safe when never started. */
 void auth_lastused_stop(void);
 /* Notes that key_id was used at now_ms (unix ms). Never blocks on the database. */
@@ -135,7 +144,7 @@ void auth_lastused_record(const char *key_id, int64_t now_ms);
 
 /* --- first admin (auth_admin.c) --- */
 
-/* `cairn-auth create-admin --email X`: svc's command hook. */
+/* `cairn-auth create-admin --email X` and `cairn-auth rotate-keys`: svc's command hook. */
 int auth_command(int argc, char **argv);
 /* At init: creates CAIRN_BOOTSTRAP_ADMIN_EMAIL when no admin exists. 0, or -1 (logged). */
 int auth_bootstrap_admin(struct cn_pg *pg);
@@ -176,20 +185,51 @@ int auth_password_verify(const char *encoded, const char *pw, int64_t wait_ms);
 
 /* --- signing keys (auth_keys.c) --- */
 
+#define AUTH_KEYS_MAX 16 /* keys a snapshot holds: published ones, newest activation first */
+
 struct auth_key {
     char kid[44];
     char x[44]; /* base64url public key */
     EVP_PKEY *pkey;
+    int64_t activates_at_ms; /* unix ms it may sign from; 0 = always */
+    int64_t retired_at_ms;   /* unix ms it stops signing; 0 = not retired */
 };
 
-/* Loads the signing key from CAIRN_AUTH_KEY_FILE when set, else from Postgres (making
- * one on first start). 0, or a CN_E* (logged). */
-int auth_keys_load(struct cn_pg *pg, const char *key_file);
+/* An immutable snapshot of the keys, shared by reference: a reload swaps in a new one
+ * and the old one is freed when its last user puts it back. */
+struct auth_keyset {
+    atomic_int refs;
+    size_t n;
+    struct auth_key keys[AUTH_KEYS_MAX];
+};
+
+/* Loads the keys from CAIRN_AUTH_KEY_FILE when set, else the published ones from Postgres
+ * (making one on first start; keep_s as for auth_keys_start). Called once, in init. 0, or
+ * a CN_E* (logged). */
+int auth_keys_load(struct cn_pg *pg, const char *key_file, int64_t keep_s);
+/* Starts the thread that reloads the keys from Postgres (own handle on dsn) every
+ * reload_s, deleting rows that are no longer published (retired more than keep_s ago).
+ * Does nothing when the keys came from a file. 0 or CN_EIO. */
+int auth_keys_start(const char *dsn, int64_t reload_s, int64_t keep_s);
+/* Stops the reload thread; safe when never started. */
+void auth_keys_stop(void);
+/* Drops the current snapshot (after auth_keys_stop, when no worker holds one). */
 void auth_keys_free(void);
-/* The key that signs new tokens (borrowed; valid until auth_keys_free). */
-const struct auth_key *auth_keys_signing(void);
-/* The published keys: *n entries, borrowed. */
-const struct auth_key *auth_keys_all(size_t *n);
+/* A reference to the current snapshot (NULL before load); give it back with
+ * auth_keys_put. Never blocks on the database. */
+struct auth_keyset *auth_keys_get(void);
+void auth_keys_put(struct auth_keyset *ks);
+/* The key of ks that signs at now_ms: of those activated and not yet retired, the one
+ * activated last. Borrowed from ks; NULL if none may sign. */
+const struct auth_key *auth_keys_signing(const struct auth_keyset *ks, int64_t now_ms);
+/* Whether k is in JWKS at now_ms: not retired, or retired less than keep_ms ago (long
+ * enough for every token it signed to expire). */
+bool auth_key_published(const struct auth_key *k, int64_t now_ms, int64_t keep_ms);
+/* `cairn-auth rotate-keys` on the database at dsn: publishes a new key that signs
+ * publish_s from now and retires the current ones then; prints what it did. Returns the
+ * exit code: 0, 1 (database), 2 (usage, or key_file set: the file is the key). */
+int auth_keys_rotate_command(int argc, char **argv, const char *dsn, const char *key_file,
+                             int64_t publish_s);
 
 /* --- storage (auth_db.c): returns 0, CN_ENOTFOUND, CN_EEXIST, CN_EFULL, CN_EUNAVAIL or
  * CN_EDB --- */
@@ -210,6 +250,8 @@ struct auth_user {
 struct auth_db_key {
     char kid[44];
     uint8_t priv[32];
+    int64_t activates_at_ms;
+    int64_t retired_at_ms; /* 0 = null */
 };
 
 int auth_db_user_insert(struct cn_pg *pg, const char *email, const char *password_hash,
@@ -342,9 +384,52 @@ int auth_db_audit_list(struct cn_pg *pg, struct cn_arena *a, const char *subject
                        const char *action, const struct auth_cursor *after, int limit,
                        struct auth_audit_event **out, size_t *n);
 
-/* Under a transaction-level advisory lock: returns the non-retired keys (newest first,
- * up to cap); if there are none, stores fresh and returns it alone. */
-int auth_db_keys_ensure(struct cn_pg *pg, const struct auth_db_key *fresh, struct auth_db_key *out,
-                        size_t cap, size_t *n);
+/* --- signing keys (auth_db.c) --- */
+
+/* Under a transaction-level advisory lock: stores fresh (signing from now) unless a key
+ * that is not retired exists, then returns the published keys (not retired, or retired
+ * less than keep_s ago), newest activation first, up to cap. */
+int auth_db_keys_ensure(struct cn_pg *pg, const struct auth_db_key *fresh, int64_t keep_s,
+                        struct auth_db_key *out, size_t cap, size_t *n);
+/* Deletes the keys retired at least keep_s ago (*deleted gets how many), then returns the
+ * published ones as auth_db_keys_ensure does. */
+int auth_db_keys_load(struct cn_pg *pg, int64_t keep_s, struct auth_db_key *out, size_t cap,
+                      size_t *n, long *deleted);
+
+/* What a rotation did. */
+struct auth_rotation {
+    int64_t activates_at_ms;         /* when the new key signs from */
+    bool immediate;                  /* no key was current: the new one signs at once */
+    char retired[AUTH_KEYS_MAX][44]; /* the keys that retire at activates_at */
+    size_t nretired;                 /* how many retired (may exceed AUTH_KEYS_MAX) */
+};
+
+/* Under the same advisory lock: stores fresh with activates_at = now + publish_s (now
+ * when no key is current) and sets retired_at = that time on every key not yet retired.
+ * CN_EEXIST if fresh's kid is taken. */
+int auth_db_keys_rotate(struct cn_pg *pg, const struct auth_db_key *fresh, int64_t publish_s,
+                        struct auth_rotation *out);
+
+/* --- login throttling (auth_db.c) --- */
+
+struct auth_throttle_policy {
+    int64_t after;    /* failures before the first block */
+    int64_t base_ms;  /* the first block; doubling with each failure after */
+    int64_t max_s;    /* the longest block */
+    int64_t window_s; /* failures older than this are forgotten */
+};
+
+/* Counts one login attempt for the account whose normalised email hashes to hash_hex (64
+ * hex characters), atomically with the check: *blocked_ms gets 0 when the attempt may go
+ * on (it now counts as a failure until auth_db_throttle_clear), or the milliseconds the
+ * account is still blocked for (the attempt is not counted). *failures gets the count. */
+int auth_db_throttle_claim(struct cn_pg *pg, const char *hash_hex,
+                           const struct auth_throttle_policy *p, int64_t *blocked_ms,
+                           long *failures);
+/* Forgets the account's failures (a successful login). */
+int auth_db_throttle_clear(struct cn_pg *pg, const char *hash_hex);
+/* Deletes up to a batch of rows that neither block nor count any more (last failure more
+ * than window_s ago); *n gets how many. */
+int auth_db_throttle_purge(struct cn_pg *pg, int64_t window_s, long *n);
 
 #endif

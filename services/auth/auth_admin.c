@@ -13,7 +13,9 @@
  *       together make one admin. Once any admin exists the settings do nothing, so they
  *       may stay set. Logged as AUTH-BOOTSTRAP-ADMIN, audited as user.bootstrap.
  *
- * To add a subcommand: a branch in auth_command, its usage line, and README.md.
+ * auth_command also dispatches `cairn-auth rotate-keys`, which lives with the keys in
+ * auth_keys.c. To add a subcommand: a branch in auth_command, its usage line, and
+ * README.md.
  */
 #include "auth.h"
 
@@ -169,6 +171,9 @@ int auth_command(int argc, char **argv)
 {
     if (strcmp(argv[0], "create-admin") == 0)
         return create_admin(argc, argv);
+    if (strcmp(argv[0], "rotate-keys") == 0)
+        return auth_keys_rotate_command(argc, argv, auth_svc.common.pg_dsn, auth_conf.key_file,
+                                        auth_conf.key_publish_s);
     return -1;
 }
 

@@ -1,5 +1,6 @@
 /* auth_db.c — every SQL statement of cairn-auth, so a schema change touches this file and
- * a migration only. Tables are in migrations/001_init.sql and 002_api_keys_admin.sql.
+ * a migration only. Tables are in migrations/001_init.sql, 002_api_keys_admin.sql and
+ * 003_throttle_rotation.sql.
  *
  * Functions take the worker's Postgres handle and return 0, CN_ENOTFOUND, CN_EEXIST,
  * CN_EFULL, CN_EUNAVAIL (database unreachable) or CN_EDB (the statement failed;
@@ -49,6 +50,16 @@ static int64_t col_i64(PGresult *res, int row, int col)
 static bool col_bool(PGresult *res, int row, int col)
 {
     return PQgetvalue(res, row, col)[0] == 't';
+}
+
+/* The number of rows a command touched (PQcmdTuples), 0 if none is given. */
+static long cmd_rows(PGresult *res)
+{
+    long long n = 0;
+
+    if (cn_parse_int(PQcmdTuples(res), 0, INT64_MAX, &n) != CN_OK)
+        return 0;
+    return (long)n;
 }
 
 /* Copies one users row (columns USER_COLS) into out. */
@@ -303,57 +314,181 @@ static bool unhex32(const char *s, uint8_t out[32])
     return true;
 }
 
-int auth_db_keys_ensure(struct cn_pg *pg, const struct auth_db_key *fresh, struct auth_db_key *out,
-                        size_t cap, size_t *n)
+/* --- signing keys --- */
+
+/* Nullable times leave as unix ms (0 for null), floored, so activates_at of a new key and
+ * retired_at of the key it replaces, one timestamptz, compare equal in C. */
+#define KEY_COLS                                               \
+    "kid, encode(private_key, 'hex'), "                        \
+    "floor(extract(epoch FROM activates_at) * 1000)::bigint, " \
+    "coalesce(floor(extract(epoch FROM retired_at) * 1000)::bigint, 0)"
+
+/* A key is published while it is not retired, or retired less than $1 seconds ago. */
+#define KEY_PUBLISHED \
+    "(retired_at IS NULL OR retired_at + make_interval(secs => $1::double precision) > now())"
+
+/* The published keys, newest activation first, up to cap, into out. */
+static int keys_published(struct cn_pg *pg, int64_t keep_s, struct auth_db_key *out, size_t cap,
+                          size_t *n)
 {
-    char limit[24], priv_hex[65];
-    const char *pl[1] = {limit};
+    char keep[24], limit[24];
+    const char *params[2] = {keep, limit};
     PGresult *res = NULL;
     int rc;
 
     *n = 0;
+    snprintf(keep, sizeof keep, "%lld", (long long)keep_s);
     snprintf(limit, sizeof limit, "%zu", cap);
-    rc = cn_pg_begin(pg);
+    rc = cn_pg_exec(pg,
+                    "SELECT " KEY_COLS " FROM auth.signing_keys WHERE " KEY_PUBLISHED
+                    " ORDER BY activates_at DESC, created_at DESC, kid LIMIT $2::int",
+                    2, params, &res);
     if (rc != CN_OK)
         return rc;
-    /* Two replicas starting at once: the second waits here and then finds the first's
-     * key, so both sign with one key. Released at commit/rollback. */
-    rc = cn_pg_exec(pg, "SELECT pg_advisory_xact_lock(hashtext('cairn.auth.signing_keys'))", 0,
-                    NULL, NULL);
-    if (rc != CN_OK)
-        goto fail;
-    rc = cn_pg_exec(pg,
-                    "SELECT kid, encode(private_key, 'hex') FROM auth.signing_keys "
-                    "WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT $1::int",
-                    1, pl, &res);
-    if (rc != CN_OK)
-        goto fail;
     for (int i = 0; i < PQntuples(res) && *n < cap; i++) {
         struct auth_db_key *k = &out[*n];
         if (PQgetlength(res, i, 0) >= (int)sizeof k->kid ||
             !unhex32(PQgetvalue(res, i, 1), k->priv)) {
             rc = CN_EDB;
-            goto fail;
+            break;
         }
         snprintf(k->kid, sizeof k->kid, "%s", PQgetvalue(res, i, 0));
+        k->activates_at_ms = col_i64(res, i, 2);
+        k->retired_at_ms = col_i64(res, i, 3);
         (*n)++;
     }
     PQclear(res);
-    res = NULL;
-
-    if (*n == 0 && cap > 0) {
-        const char *pi[2] = {fresh->kid, priv_hex};
-        cn_hex(fresh->priv, sizeof fresh->priv, priv_hex);
-        rc = cn_pg_exec(pg,
-                        "INSERT INTO auth.signing_keys(kid, private_key) "
-                        "VALUES ($1, decode($2, 'hex'))",
-                        2, pi, NULL);
-        OPENSSL_cleanse(priv_hex, sizeof priv_hex);
-        if (rc != CN_OK)
-            goto fail;
-        out[0] = *fresh;
-        *n = 1;
+    if (rc != CN_OK) {
+        OPENSSL_cleanse(out, cap * sizeof *out);
+        *n = 0;
     }
+    return rc;
+}
+
+/* Rotation and start-up take this transaction-level lock, so two replicas starting at
+ * once make one key and a rotation never interleaves with either. */
+static int keys_lock(struct cn_pg *pg)
+{
+    return cn_pg_exec(pg, "SELECT pg_advisory_xact_lock(hashtext('cairn.auth.signing_keys'))", 0,
+                      NULL, NULL);
+}
+
+int auth_db_keys_ensure(struct cn_pg *pg, const struct auth_db_key *fresh, int64_t keep_s,
+                        struct auth_db_key *out, size_t cap, size_t *n)
+{
+    char priv_hex[65];
+    const char *pi[2] = {fresh->kid, priv_hex};
+    int rc;
+
+    *n = 0;
+    rc = cn_pg_begin(pg);
+    if (rc != CN_OK)
+        return rc;
+    rc = keys_lock(pg);
+    if (rc != CN_OK)
+        goto fail;
+    /* A key that is not retired (signing, or about to) means there is nothing to make:
+     * the second of two replicas starting together finds the first one's key here. */
+    cn_hex(fresh->priv, sizeof fresh->priv, priv_hex);
+    rc = cn_pg_exec(pg,
+                    "INSERT INTO auth.signing_keys(kid, private_key) "
+                    "SELECT $1, decode($2, 'hex') WHERE NOT EXISTS "
+                    "  (SELECT 1 FROM auth.signing_keys WHERE retired_at IS NULL)",
+                    2, pi, NULL);
+    OPENSSL_cleanse(priv_hex, sizeof priv_hex);
+    if (rc != CN_OK)
+        goto fail;
+    rc = keys_published(pg, keep_s, out, cap, n);
+    if (rc != CN_OK)
+        goto fail;
+    rc = cn_pg_commit(pg);
+    if (rc != CN_OK)
+        goto fail;
+    return CN_OK;
+
+fail:
+    cn_pg_rollback(pg);
+    OPENSSL_cleanse(out, cap * sizeof *out);
+    *n = 0;
+    return rc;
+}
+
+int auth_db_keys_load(struct cn_pg *pg, int64_t keep_s, struct auth_db_key *out, size_t cap,
+                      size_t *n, long *deleted)
+{
+    char keep[24];
+    const char *params[1] = {keep};
+    PGresult *res = NULL;
+    int rc;
+
+    *n = 0;
+    *deleted = 0;
+    snprintf(keep, sizeof keep, "%lld", (long long)keep_s);
+    /* Exactly the complement of KEY_PUBLISHED among retired keys: no token signed by
+     * these is still valid, and no replica publishes them any more. */
+    rc = cn_pg_exec(pg,
+                    "DELETE FROM auth.signing_keys WHERE retired_at IS NOT NULL "
+                    "AND retired_at + make_interval(secs => $1::double precision) <= now()",
+                    1, params, &res);
+    if (rc != CN_OK)
+        return rc;
+    *deleted = cmd_rows(res);
+    PQclear(res);
+    return keys_published(pg, keep_s, out, cap, n);
+}
+
+int auth_db_keys_rotate(struct cn_pg *pg, const struct auth_db_key *fresh, int64_t publish_s,
+                        struct auth_rotation *out)
+{
+    char priv_hex[65], publish[24];
+    const char *pi[3] = {fresh->kid, priv_hex, publish};
+    const char *pk[1] = {fresh->kid};
+    PGresult *res = NULL;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    snprintf(publish, sizeof publish, "%lld", (long long)publish_s);
+    rc = cn_pg_begin(pg);
+    if (rc != CN_OK)
+        return rc;
+    rc = keys_lock(pg);
+    if (rc != CN_OK)
+        goto fail;
+    /* With no current key there is nothing to hand over from: sign at once. */
+    cn_hex(fresh->priv, sizeof fresh->priv, priv_hex);
+    rc = cn_pg_exec(pg,
+                    "INSERT INTO auth.signing_keys(kid, private_key, activates_at) "
+                    "VALUES ($1, decode($2, 'hex'), "
+                    "  CASE WHEN EXISTS (SELECT 1 FROM auth.signing_keys WHERE retired_at IS NULL) "
+                    "  THEN now() + make_interval(secs => $3::double precision) ELSE now() END) "
+                    "RETURNING floor(extract(epoch FROM activates_at) * 1000)::bigint, "
+                    "  activates_at = now()",
+                    3, pi, &res);
+    OPENSSL_cleanse(priv_hex, sizeof priv_hex);
+    if (rc != CN_OK)
+        goto fail;
+    if (PQntuples(res) != 1) {
+        rc = CN_EDB;
+        goto fail;
+    }
+    out->activates_at_ms = col_i64(res, 0, 0);
+    out->immediate = col_bool(res, 0, 1);
+    PQclear(res);
+    res = NULL;
+    /* Every key not yet retired, a pending one from an earlier rotation too: each signs
+     * at most until the new one does, and stays published for its tokens. */
+    rc = cn_pg_exec(pg,
+                    "UPDATE auth.signing_keys "
+                    "SET retired_at = (SELECT activates_at FROM auth.signing_keys WHERE kid = $1) "
+                    "WHERE retired_at IS NULL AND kid <> $1 RETURNING kid",
+                    1, pk, &res);
+    if (rc != CN_OK)
+        goto fail;
+    out->nretired = (size_t)PQntuples(res);
+    for (int i = 0; i < PQntuples(res) && i < AUTH_KEYS_MAX; i++)
+        snprintf(out->retired[i], sizeof out->retired[i], "%s", PQgetvalue(res, i, 0));
+    PQclear(res);
+    res = NULL;
     rc = cn_pg_commit(pg);
     if (rc != CN_OK)
         goto fail;
@@ -362,22 +497,12 @@ int auth_db_keys_ensure(struct cn_pg *pg, const struct auth_db_key *fresh, struc
 fail:
     PQclear(res);
     cn_pg_rollback(pg);
-    OPENSSL_cleanse(out, cap * sizeof *out);
-    *n = 0;
+    if (rc == CN_EDB && strcmp(cn_pg_sqlstate(pg), "23505") == 0)
+        return CN_EEXIST;
     return rc;
 }
 
 /* --- sessions and passwords --- */
-
-/* The number of rows a command touched (PQcmdTuples), 0 if none is given. */
-static long cmd_rows(PGresult *res)
-{
-    long long n = 0;
-
-    if (cn_parse_int(PQcmdTuples(res), 0, INT64_MAX, &n) != CN_OK)
-        return 0;
-    return (long)n;
-}
 
 int auth_db_sessions_revoke_user(struct cn_pg *pg, const char *user_id, long *n)
 {
@@ -941,4 +1066,109 @@ int auth_db_audit_list(struct cn_pg *pg, struct cn_arena *a, const char *subject
     }
     PQclear(res);
     return rc;
+}
+
+/* --- login throttling --- */
+
+/* The failures an attempt makes: one more, or a fresh count when the last one is older
+ * than the window ($5 s). */
+#define THROTTLE_NEXT                                                                  \
+    "(CASE WHEN t.last_failure < now() - make_interval(secs => $5::double precision) " \
+    "THEN 1 ELSE least(t.failures + 1, 1000000) END)"
+/* blocked_until after n failures: none below $2; from there $3 ms doubling with each
+ * failure, at most $4 s. The exponent is capped so that power() cannot overflow before
+ * least() has cut the time to the maximum. */
+#define THROTTLE_BLOCK(n)                                                                    \
+    "(CASE WHEN " n " >= $2::int THEN now() + make_interval(secs => least("                  \
+    "$3::double precision / 1000 * power(2::double precision, least(" n " - $2::int, 40)), " \
+    "$4::double precision)) END)"
+#define THROTTLE_BLOCK_FIRST THROTTLE_BLOCK("1")
+#define THROTTLE_BLOCK_NEXT THROTTLE_BLOCK(THROTTLE_NEXT)
+
+int auth_db_throttle_claim(struct cn_pg *pg, const char *hash_hex,
+                           const struct auth_throttle_policy *p, int64_t *blocked_ms,
+                           long *failures)
+{
+    char after[24], base[24], max[24], window[24];
+    const char *params[5] = {hash_hex, after, base, max, window};
+    const char *pk[1] = {hash_hex};
+    PGresult *res = NULL;
+    int rc;
+
+    *blocked_ms = 0;
+    *failures = 0;
+    snprintf(after, sizeof after, "%lld", (long long)p->after);
+    snprintf(base, sizeof base, "%lld", (long long)p->base_ms);
+    snprintf(max, sizeof max, "%lld", (long long)p->max_s);
+    snprintf(window, sizeof window, "%lld", (long long)p->window_s);
+    /* The check and the count in one statement: the row is locked while the WHERE is
+     * decided, so of any number of concurrent attempts exactly the ones before the block
+     * are counted and let through. A blocked row is left alone and returns nothing. */
+    rc = cn_pg_exec(pg,
+                    "INSERT INTO auth.login_throttle AS t "
+                    "  (email_hash, failures, last_failure, blocked_until) "
+                    "VALUES (decode($1, 'hex'), 1, now(), " THROTTLE_BLOCK_FIRST ") "
+                    "ON CONFLICT (email_hash) DO UPDATE SET "
+                    "  failures = " THROTTLE_NEXT ", last_failure = now(), "
+                    "  blocked_until = " THROTTLE_BLOCK_NEXT " "
+                    "WHERE t.blocked_until IS NULL OR t.blocked_until <= now() "
+                    "RETURNING failures",
+                    5, params, &res);
+    if (rc != CN_OK)
+        return rc;
+    if (PQntuples(res) == 1) {
+        *failures = (long)col_i64(res, 0, 0);
+        PQclear(res);
+        return CN_OK;
+    }
+    PQclear(res);
+    res = NULL;
+    /* Blocked: how much longer, for Retry-After. A block that ended (or a success that
+     * deleted the row) since the statement above still answers "retry in 1 ms". */
+    rc = cn_pg_exec(pg,
+                    "SELECT failures, greatest(ceil(extract(epoch FROM blocked_until - now()) "
+                    "  * 1000), 1)::bigint "
+                    "FROM auth.login_throttle WHERE email_hash = decode($1, 'hex')",
+                    1, pk, &res);
+    if (rc != CN_OK)
+        return rc;
+    *blocked_ms = 1;
+    if (PQntuples(res) == 1) {
+        *failures = (long)col_i64(res, 0, 0);
+        *blocked_ms = col_i64(res, 0, 1);
+    }
+    PQclear(res);
+    return CN_OK;
+}
+
+int auth_db_throttle_clear(struct cn_pg *pg, const char *hash_hex)
+{
+    const char *params[1] = {hash_hex};
+
+    return cn_pg_exec(pg, "DELETE FROM auth.login_throttle WHERE email_hash = decode($1, 'hex')", 1,
+                      params, NULL);
+}
+
+int auth_db_throttle_purge(struct cn_pg *pg, int64_t window_s, long *n)
+{
+    char window[24];
+    const char *params[1] = {window};
+    PGresult *res = NULL;
+    int rc;
+
+    *n = 0;
+    snprintf(window, sizeof window, "%lld", (long long)window_s);
+    /* Such a row changes nothing any more: the next attempt would start a fresh count
+     * anyway. In batches, so a spray of addresses never makes one huge delete. */
+    rc = cn_pg_exec(pg,
+                    "DELETE FROM auth.login_throttle WHERE email_hash IN ("
+                    "  SELECT email_hash FROM auth.login_throttle "
+                    "  WHERE last_failure < now() - make_interval(secs => $1::double precision) "
+                    "  AND (blocked_until IS NULL OR blocked_until <= now()) LIMIT 10000)",
+                    1, params, &res);
+    if (rc != CN_OK)
+        return rc;
+    *n = cmd_rows(res);
+    PQclear(res);
+    return CN_OK;
 }

@@ -18,7 +18,8 @@
  * most one period of uses.
  *
  * The same thread calls auth_events_retry each period, so a revocation publisher that
- * could not listen at start-up keeps trying. To add periodic work, call it from run().
+ * could not listen at start-up keeps trying, and purges login-throttle rows that no longer
+ * count (purge_throttle). To add periodic work, call it from run().
  */
 #include "auth.h"
 
@@ -54,7 +55,7 @@ static struct {
     bool stop, started, early;
     pthread_t thread;
     struct cn_pg *pg; /* the thread's own handle */
-    int64_t period_ms;
+    int64_t period_ms, throttle_window_s;
     struct cn_series *flushed, *dropped, *flush_failed;
 } lu = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -176,6 +177,21 @@ static void flush(void)
     table_clear(&lu.spare);
 }
 
+/* Deletes login-throttle rows older than the window that block nothing: a spray of
+ * addresses must not grow the table for ever. A database that is down is PG-DOWN's news;
+ * anything else is logged. */
+static void purge_throttle(void)
+{
+    long n = 0;
+    int rc = auth_db_throttle_purge(lu.pg, lu.throttle_window_s, &n);
+
+    if (rc == CN_OK && n > 0)
+        cn_log(CN_LOG_DEBUG, "AUTH-THROTTLE-PURGE", NULL, "forgot %ld stale login throttle(s)", n);
+    else if (rc != CN_OK && rc != CN_EUNAVAIL)
+        cn_log_warn("AUTH-THROTTLE-PURGE-FAIL", "cannot purge login throttles (%s: %s)",
+                    cn_strerror(rc), cn_pg_errmsg(lu.pg));
+}
+
 static void *run(void *arg)
 {
     (void)arg;
@@ -197,13 +213,14 @@ static void *run(void *arg)
         pthread_mutex_unlock(&lu.mu);
         flush();
         auth_events_retry();
+        purge_throttle();
         pthread_mutex_lock(&lu.mu);
     }
     pthread_mutex_unlock(&lu.mu);
     return NULL;
 }
 
-int auth_lastused_start(const char *dsn, int64_t period_s)
+int auth_lastused_start(const char *dsn, int64_t period_s, int64_t throttle_window_s)
 {
     struct cn_metric *m;
     pthread_condattr_t attr;
@@ -229,6 +246,7 @@ int auth_lastused_start(const char *dsn, int64_t period_s)
     table_init(&lu.spare);
     lu.stop = lu.early = false;
     lu.period_ms = period_s * 1000;
+    lu.throttle_window_s = throttle_window_s;
     pthread_mutex_unlock(&lu.mu);
     lu.pg = cn_pg_new(dsn);
     if (pthread_create(&lu.thread, NULL, run, NULL) != 0) {

@@ -82,6 +82,23 @@ const struct cn_conf_def auth_conf_defs[] = {
             "with the password below: made an admin at start-up if no admin exists yet"),
     CN_CONF(struct auth_conf, bootstrap_password, "CAIRN_BOOTSTRAP_ADMIN_PASSWORD", CN_CONF_SECRET,
             "", 0, 0, "password of CAIRN_BOOTSTRAP_ADMIN_EMAIL (used only when it is created)"),
+    CN_CONF(struct auth_conf, throttle_after, "CAIRN_AUTH_THROTTLE_AFTER", CN_CONF_INT, "5", 1,
+            1000, "failed logins of one account before it is blocked"),
+    CN_CONF(struct auth_conf, throttle_base_ms, "CAIRN_AUTH_THROTTLE_BASE_MS", CN_CONF_INT, "1000",
+            1, 3600000, "first block in ms; it doubles with each further failure"),
+    CN_CONF(struct auth_conf, throttle_max_s, "CAIRN_AUTH_THROTTLE_MAX_S", CN_CONF_INT, "900", 1,
+            86400, "longest block in seconds"),
+    CN_CONF(struct auth_conf, throttle_window_s, "CAIRN_AUTH_THROTTLE_WINDOW_S", CN_CONF_INT,
+            "3600", 1, 2592000, "failed logins older than this many seconds are forgotten"),
+    CN_CONF(struct auth_conf, key_publish_s, "CAIRN_AUTH_KEY_PUBLISH_S", CN_CONF_INT, "120", 1,
+            86400,
+            "rotate-keys: seconds a new key is published before it signs (above the "
+            "gateways' JWKS refresh plus CAIRN_AUTH_KEY_RELOAD_S)"),
+    CN_CONF(struct auth_conf, key_reload_s, "CAIRN_AUTH_KEY_RELOAD_S", CN_CONF_INT, "10", 1, 3600,
+            "seconds between reloads of the signing keys from the database"),
+    CN_CONF(struct auth_conf, key_grace_s, "CAIRN_AUTH_KEY_GRACE_S", CN_CONF_INT, "60", 0, 86400,
+            "seconds a retired key stays published after its last token expired (cover the "
+            "gateways' clock leeway)"),
 };
 const size_t auth_conf_ndefs = CN_ARRAY_LEN(auth_conf_defs);
 
@@ -171,14 +188,16 @@ static char *refresh_new(struct cn_call *call, char hash_hex[65])
 }
 
 /* Signs an access token for sub/role into the call's arena; NULL on failure (logged).
- * Its "scope" claim holds the role's scopes, space-separated. */
+ * Its "scope" claim holds the role's scopes, space-separated. The key is the one that
+ * signs now, from a snapshot held for the signature (a reload may swap keys meanwhile). */
 static char *access_token(struct cn_call *call, const char *sub, const char *role)
 {
-    const struct auth_key *key = auth_keys_signing();
+    struct auth_keyset *keys = auth_keys_get();
+    int64_t now_ms = cn_wall_ms(), now = now_ms / 1000;
+    const struct auth_key *key = auth_keys_signing(keys, now_ms);
     struct cn_buf b = {0};
     uint8_t jti_raw[16];
     char jti[33], scope[AUTH_SCOPES_TEXT_MAX], *signed_tok = NULL, *out = NULL;
-    int64_t now = cn_wall_s();
 
     cn_random_bytes(jti_raw, sizeof jti_raw);
     cn_hex(jti_raw, sizeof jti_raw, jti);
@@ -198,11 +217,12 @@ static char *access_token(struct cn_call *call, const char *sub, const char *rol
 
     if (key == NULL || cn_jwt_sign(key->pkey, key->kid, "at+jwt", b.data, &signed_tok) != CN_OK) {
         cn_log(CN_LOG_ERROR, "AUTH-SIGN-FAIL", cn_call_request_id(call),
-               "cannot sign an access token");
+               "cannot sign an access token%s", key == NULL ? ": no key may sign now" : "");
     } else {
         out = cn_arena_strdup(call->arena, signed_tok);
         free(signed_tok);
     }
+    auth_keys_put(keys);
     cn_buf_free(&b);
     return out;
 }
@@ -417,15 +437,31 @@ out:
     done(NULL, cd);
 }
 
+/* The throttle's key for an address as typed: SHA-256 of the normalised email, or of the
+ * text itself when it is not a valid address (none has an account, and it is throttled
+ * all the same). The database never sees the address itself. */
+static void throttle_key(const char *typed, const char *normalised, char out[65])
+{
+    token_hash_hex(normalised != NULL ? normalised : typed, out);
+}
+
 static void auth_login(Cairn__V1__Auth_Service *s, const Cairn__V1__LoginRequest *in,
                        Cairn__V1__TokenResponse_Closure done, void *cd)
 {
+    const struct auth_throttle_policy policy = {
+        .after = auth_conf.throttle_after,
+        .base_ms = auth_conf.throttle_base_ms,
+        .max_s = auth_conf.throttle_max_s,
+        .window_s = auth_conf.throttle_window_s,
+    };
     struct cn_call *call = cd;
     Cairn__V1__TokenResponse out = CAIRN__V1__TOKEN_RESPONSE__INIT;
     struct auth_user u;
-    char email[AUTH_EMAIL_MAX + 1], refresh_hash[65];
+    char email[AUTH_EMAIL_MAX + 1], refresh_hash[65], key[65];
     const char *why, *reason = NULL;
-    bool found = false;
+    bool valid, found = false;
+    int64_t blocked_ms = 0;
+    long failures = 0;
     int rc;
 
     (void)s;
@@ -438,7 +474,8 @@ static void auth_login(Cairn__V1__Auth_Service *s, const Cairn__V1__LoginRequest
         goto out;
 
     /* An address that cannot be valid cannot have an account: same path as unknown. */
-    if (auth_email_normalize(in->email, email, sizeof email, &why) == CN_OK) {
+    valid = auth_email_normalize(in->email, email, sizeof email, &why) == CN_OK;
+    if (valid) {
         rc = auth_db_user_by_email(pg_of(call), email, &u);
         if (rc == CN_OK)
             found = true;
@@ -447,6 +484,35 @@ static void auth_login(Cairn__V1__Auth_Service *s, const Cairn__V1__LoginRequest
             goto out;
         }
     }
+
+    /* Per-account throttling, before any password is checked, for every address alike.
+     * The attempt counts from here; a success forgets the count. Without the database
+     * there is no throttle, so there is no login either. */
+    throttle_key(in->email, valid ? email : NULL, key);
+    rc = auth_db_throttle_claim(pg_of(call), key, &policy, &blocked_ms, &failures);
+    if (rc != CN_OK) {
+        if (rc != CN_EUNAVAIL)
+            cn_log(CN_LOG_ERROR, "AUTH-DB-ERROR", cn_call_request_id(call),
+                   "login throttle failed (%s, sqlstate %s): %s", cn_strerror(rc),
+                   cn_pg_sqlstate(pg_of(call)), cn_pg_errmsg(pg_of(call)));
+        cn_call_fail(call, CAIRN__V1__CODE__UNAVAILABLE, "database unavailable");
+        call->retry_after_ms = THROTTLE_RETRY_MS;
+        goto out;
+    }
+    if (blocked_ms > 0) {
+        int64_t secs = (blocked_ms + 999) / 1000;
+        cn_series_add(counters.login_throttled, 1);
+        cn_log(CN_LOG_INFO, "AUTH-LOGIN-THROTTLED", cn_call_request_id(call),
+               "login refused: %ld failed attempt(s), blocked for %lld ms more%s%s", failures,
+               (long long)blocked_ms, found ? " for user " : "", found ? u.id : "");
+        audit(call, "login.throttled", found ? u.id : NULL,
+              "%ld failed attempt(s); blocked for %lld s more", failures, (long long)secs);
+        cn_call_fail(call, CAIRN__V1__CODE__RESOURCE_EXHAUSTED,
+                     "too many failed logins: retry in %lld s", (long long)secs);
+        call->retry_after_ms = blocked_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)blocked_ms;
+        goto out;
+    }
+
     /* Verify even when there is no such user (against the dummy) and even when the user
      * is disabled, so the answer takes the same time whatever the reason. */
     rc = auth_password_verify(found ? u.password_hash : NULL, in->password, hash_wait_ms(call));
@@ -463,14 +529,20 @@ static void auth_login(Cairn__V1__Auth_Service *s, const Cairn__V1__LoginRequest
         reason = "user disabled";
     if (reason != NULL) {
         cn_series_add(counters.login_invalid, 1);
-        cn_log(CN_LOG_INFO, "AUTH-LOGIN-FAIL", cn_call_request_id(call), "login refused: %s%s%s",
-               reason, found ? " for user " : "", found ? u.id : "");
+        cn_log(CN_LOG_INFO, "AUTH-LOGIN-FAIL", cn_call_request_id(call),
+               "login refused: %s%s%s (failure %ld)", reason, found ? " for user " : "",
+               found ? u.id : "", failures);
         /* The audit names the account when there is one; the answer never does. */
         audit(call, "login.failed", found ? u.id : NULL, "%s", reason);
         cn_call_fail(call, CAIRN__V1__CODE__UNAUTHENTICATED, "invalid email or password");
         goto out;
     }
 
+    rc = auth_db_throttle_clear(pg_of(call), key);
+    if (rc != CN_OK) {
+        fail_db(call, rc, "reset login throttle");
+        goto out;
+    }
     out.refresh_token = refresh_new(call, refresh_hash);
     rc = auth_db_session_create(pg_of(call), u.id, refresh_hash, auth_conf.refresh_ttl_s);
     if (rc != CN_OK) {
@@ -622,30 +694,39 @@ out:
     done(NULL, cd);
 }
 
+/* The keys published now, copied into the call's arena so the snapshot can go back at
+ * once: not retired, or retired too recently for every token they signed to have
+ * expired (plus the grace). */
 static void auth_get_jwks(Cairn__V1__Auth_Service *s, const Cairn__V1__JwksRequest *in,
                           Cairn__V1__Jwks_Closure done, void *cd)
 {
     struct cn_call *call = cd;
     Cairn__V1__Jwks out = CAIRN__V1__JWKS__INIT;
-    const struct auth_key *keys;
-    size_t n;
+    struct auth_keyset *keys = auth_keys_get();
+    int64_t now_ms = cn_wall_ms(),
+            keep_ms = (auth_conf.access_ttl_s + auth_conf.key_grace_s) * 1000;
+    size_t n = keys != NULL ? keys->n : 0;
 
     (void)s;
     (void)in;
-    keys = auth_keys_all(&n);
     out.keys = cn_arena_alloc(call->arena, (n ? n : 1) * sizeof *out.keys);
     for (size_t i = 0; i < n; i++) {
-        Cairn__V1__Jwk *k = cn_arena_alloc(call->arena, sizeof *k);
+        const struct auth_key *key = &keys->keys[i];
+        Cairn__V1__Jwk *k;
+
+        if (!auth_key_published(key, now_ms, keep_ms))
+            continue;
+        k = cn_arena_alloc(call->arena, sizeof *k);
         cairn__v1__jwk__init(k);
         k->kty = "OKP";
         k->crv = "Ed25519";
-        k->x = (char *)keys[i].x;
-        k->kid = (char *)keys[i].kid;
+        k->x = cn_arena_strdup(call->arena, key->x);
+        k->kid = cn_arena_strdup(call->arena, key->kid);
         k->alg = "EdDSA";
         k->use = "sig";
-        out.keys[i] = k;
+        out.keys[out.n_keys++] = k;
     }
-    out.n_keys = n;
+    auth_keys_put(keys);
     done(&out, cd);
 }
 
@@ -1204,6 +1285,7 @@ Cairn__V1__Auth_Service auth_service = CAIRN__V1__AUTH__INIT(auth_);
 int auth_init(void)
 {
     struct cn_metric *logins, *refreshes, *resolves, *audits;
+    int64_t keep_s = auth_conf.access_ttl_s + auth_conf.key_grace_s;
     struct cn_pg *pg;
     int rc;
 
@@ -1217,6 +1299,11 @@ int auth_init(void)
                     "a login flood can occupy every worker",
                     (long long)(auth_conf.hash_slots + auth_conf.hash_waiters),
                     (long long)auth_svc.common.workers);
+    if (auth_conf.key_file[0] == '\0' && auth_conf.key_publish_s <= auth_conf.key_reload_s)
+        cn_log_warn("AUTH-CONF",
+                    "CAIRN_AUTH_KEY_PUBLISH_S (%lld) <= CAIRN_AUTH_KEY_RELOAD_S (%lld): a rotated "
+                    "key may sign before every replica publishes it",
+                    (long long)auth_conf.key_publish_s, (long long)auth_conf.key_reload_s);
 
     logins = cn_metric_new(CN_METRIC_COUNTER, "cairn_auth_logins_total", "Login attempts by result",
                            "result", NULL, 0);
@@ -1243,7 +1330,7 @@ int auth_init(void)
         return -1;
     }
     pg = cn_pg_new(auth_svc.common.pg_dsn);
-    rc = auth_keys_load(pg, auth_conf.key_file);
+    rc = auth_keys_load(pg, auth_conf.key_file, keep_s);
     if (rc == CN_OK && auth_bootstrap_admin(pg) != 0)
         rc = CN_EINVAL;
     cn_pg_free(pg);
@@ -1252,12 +1339,17 @@ int auth_init(void)
     rc = auth_events_start(auth_conf.events);
     if (rc != CN_OK)
         goto fail;
-    rc = auth_lastused_start(auth_svc.common.pg_dsn, auth_conf.last_used_flush_s);
+    rc = auth_keys_start(auth_svc.common.pg_dsn, auth_conf.key_reload_s, keep_s);
+    if (rc != CN_OK)
+        goto fail;
+    rc = auth_lastused_start(auth_svc.common.pg_dsn, auth_conf.last_used_flush_s,
+                             auth_conf.throttle_window_s);
     if (rc != CN_OK)
         goto fail;
     return 0;
 
 fail:
+    auth_keys_stop();
     auth_events_stop();
     auth_keys_free();
     auth_password_fini();
@@ -1268,6 +1360,7 @@ fail:
 void auth_fini(void)
 {
     auth_lastused_stop();
+    auth_keys_stop();
     auth_events_stop();
     auth_keys_free();
     auth_password_fini();

@@ -149,9 +149,23 @@ class Stack:
         return [line.split("\t") for line in r.stdout.splitlines() if line]
 
 
+def _child_env(extra):
+    """The harness's environment with extra applied; a None value removes the variable
+    (for a setting the harness or the runner's environment would otherwise pass)."""
+    env = dict(os.environ)
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
 class Proc:
-    """One Cairn binary run with `env` (added to the harness's environment), output to
-    `log`. start() returns at once; wait_ready() waits for its readiness URL."""
+    """One Cairn binary run with `env` (added to the harness's environment; a None value
+    unsets that variable), output to `log`. start() returns at once; wait_ready() waits
+    for its readiness URL; command() runs a subcommand of the same binary with the same
+    env."""
 
     binary = None
 
@@ -176,8 +190,7 @@ class Proc:
     def start(self):
         if not os.access(self.path, os.X_OK):
             raise RuntimeError(f"{self.path} is missing: run make first")
-        env = dict(os.environ)
-        env.update(self.env)
+        env = _child_env(self.env)
         with open(self.log, "ab") as logf:
             logf.write(f"--- harness: starting {self.name}\n".encode())
             logf.flush()
@@ -189,6 +202,12 @@ class Proc:
 
     def alive(self):
         return self.popen is not None and self.popen.poll() is None
+
+    def command(self, *args, env=None, input=None, timeout=60):
+        """Runs `binary args...` to completion with this process's env (plus env, where
+        None unsets) and returns the subprocess.CompletedProcess (text)."""
+        return subprocess.run([self.path, *args], env=_child_env({**self.env, **(env or {})}),
+                              input=input, capture_output=True, text=True, timeout=timeout)
 
     def wait_ready(self, timeout=30):
         deadline = time.monotonic() + timeout
@@ -261,6 +280,9 @@ ADMIN_PASSWORD = "bootstrap admin password 1"
 
 
 class Auth(Proc):
+    """cairn-auth signing with key_file. auth_env {"CAIRN_AUTH_KEY_FILE": None} starts it
+    without one, so it keeps its signing keys in Postgres (and can rotate them)."""
+
     binary = "cairn-auth"
 
     def __init__(self, name, stack, key_file, log_dir, extra_env=None):
@@ -278,6 +300,10 @@ class Auth(Proc):
             "CAIRN_AUTH_WORKERS": "4",
             "CAIRN_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
             "CAIRN_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # Per-account login throttling blocks after 5 failures by default; tests
+            # written before it existed fail one account up to 7 times (test_020's timing
+            # test). test_100 sets the production default on its own cluster.
+            "CAIRN_AUTH_THROTTLE_AFTER": "10",
         }
         env.update(extra_env or {})
         super().__init__(name, env, log_dir)
