@@ -45,6 +45,7 @@ static int64_t cache_ttl_ms = 10000;
 static int64_t hold = 3600;
 static struct revoked_user revoked[MAX_REVOKED_USERS];
 static atomic_int nrevoked;
+static atomic_uint revoke_epoch;
 
 static nng_socket sub;
 static pthread_t sub_thread;
@@ -76,9 +77,16 @@ int gw_apikeys_lookup(const struct cn_apikey *k, struct gw_principal *p)
     return hit;
 }
 
-void gw_apikeys_store(const struct cn_apikey *k, const struct gw_principal *p)
+unsigned gw_apikeys_epoch(void) { return atomic_load(&revoke_epoch); }
+
+void gw_apikeys_store(const struct cn_apikey *k, const struct gw_principal *p, unsigned epoch)
 {
     pthread_rwlock_wrlock(&lock);
+    /* Checked under the lock that revocations take, so none can slip in between. */
+    if (atomic_load(&revoke_epoch) != epoch) {
+        pthread_rwlock_unlock(&lock);
+        return;
+    }
     struct entry *e = &cache[slot_of(k->id)];
     snprintf(e->id, sizeof e->id, "%s", k->id);
     cn_apikey_hash(k, e->hash);
@@ -90,6 +98,7 @@ void gw_apikeys_store(const struct cn_apikey *k, const struct gw_principal *p)
 void gw_apikeys_revoke_key(const char *key_id)
 {
     pthread_rwlock_wrlock(&lock);
+    atomic_fetch_add(&revoke_epoch, 1);
     struct entry *e = &cache[slot_of(key_id)];
     if (strcmp(e->id, key_id) == 0)
         e->id[0] = '\0';
@@ -103,14 +112,17 @@ void gw_apikeys_revoke_user(const char *subject)
     for (size_t i = 0; i < CACHE_SLOTS; i++)
         if (cache[i].id[0] && strcmp(cache[i].p.sub, subject) == 0)
             cache[i].id[0] = '\0';
-    /* Reuse an expired or identical entry, else append; when full, the oldest goes. */
+    atomic_fetch_add(&revoke_epoch, 1);
+    /* The user's own entry if there is one; else an expired one; else append; when full,
+     * the oldest goes. One entry per user, so enable-user can lift it. */
     int n = atomic_load(&nrevoked), at = -1, oldest = 0;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(revoked[i].sub, subject) == 0 || revoked[i].until_s < now) {
+    for (int i = 0; i < n && at < 0; i++)
+        if (strcmp(revoked[i].sub, subject) == 0)
             at = i;
-            break;
-        }
-        if (revoked[i].until_s < revoked[oldest].until_s)
+    for (int i = 0; i < n && at < 0; i++) {
+        if (revoked[i].until_s < now)
+            at = i;
+        else if (revoked[i].until_s < revoked[oldest].until_s)
             oldest = i;
     }
     if (at < 0)

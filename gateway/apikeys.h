@@ -25,8 +25,11 @@ void gw_apikeys_stop(void);
 
 /* Returns 1 and fills *p if the key is cached, unexpired, and its secret matches. */
 int gw_apikeys_lookup(const struct cn_apikey *k, struct gw_principal *p);
-/* Caches a resolved key. */
-void gw_apikeys_store(const struct cn_apikey *k, const struct gw_principal *p);
+/* The revocation epoch: read it before asking auth to resolve a key. */
+unsigned gw_apikeys_epoch(void);
+/* Caches a resolved key, unless a revocation arrived since epoch was read (auth may
+ * have answered before the revocation, and the cache must not bring the key back). */
+void gw_apikeys_store(const struct cn_apikey *k, const struct gw_principal *p, unsigned epoch);
 
 void gw_apikeys_revoke_key(const char *key_id);
 void gw_apikeys_revoke_user(const char *subject);

@@ -33,7 +33,7 @@ static void test_cache(void **state)
     struct gw_principal p = {.sub = "u1", .role = "user", .scope = "predict", .key_id = "x"}, got;
     snprintf(p.key_id, sizeof p.key_id, "%s", k.id);
     assert_false(gw_apikeys_lookup(&k, &got));
-    gw_apikeys_store(&k, &p);
+    gw_apikeys_store(&k, &p, gw_apikeys_epoch());
     assert_true(gw_apikeys_lookup(&k, &got));
     assert_string_equal(got.sub, "u1");
     /* same id, another secret: a miss */
@@ -41,16 +41,20 @@ static void test_cache(void **state)
     other.secret[0] = other.secret[0] == 'A' ? 'B' : 'A';
     assert_false(gw_apikeys_lookup(&other, &got));
     /* revoked: gone */
+    unsigned epoch = gw_apikeys_epoch();
     gw_apikeys_revoke_key(k.id);
+    assert_false(gw_apikeys_lookup(&k, &got));
+    /* a resolve answered before the revocation must not bring it back */
+    gw_apikeys_store(&k, &p, epoch);
     assert_false(gw_apikeys_lookup(&k, &got));
     /* an expired key is not served from the cache */
     p.exp = cn_wall_s() - 1;
-    gw_apikeys_store(&k, &p);
+    gw_apikeys_store(&k, &p, gw_apikeys_epoch());
     assert_false(gw_apikeys_lookup(&k, &got));
     /* nor after the cache lifetime */
     p.exp = 0;
     cache_ttl_ms = 0;
-    gw_apikeys_store(&k, &p);
+    gw_apikeys_store(&k, &p, gw_apikeys_epoch());
     assert_false(gw_apikeys_lookup(&k, &got));
     cache_ttl_ms = 10000;
 }
@@ -62,7 +66,7 @@ static void test_users(void **state)
     char text[CN_APIKEY_LEN + 1];
     cn_apikey_new(&k, text);
     struct gw_principal p = {.sub = "u2", .role = "user"}, got;
-    gw_apikeys_store(&k, &p);
+    gw_apikeys_store(&k, &p, gw_apikeys_epoch());
     int64_t before = cn_wall_s() - 5;
     assert_false(gw_user_revoked("u2", before));
     gw_apikeys_revoke_user("u2");
@@ -76,6 +80,13 @@ static void test_users(void **state)
     gw_apikeys_enable_user("u2");
     assert_false(gw_user_revoked("u2", cn_wall_s()));
     assert_int_equal(atomic_load(&nrevoked), 0);
+    /* an expired entry ahead of the user's own does not make a second one */
+    gw_apikeys_revoke_user("old");
+    gw_apikeys_revoke_user("u2");
+    revoked[0].until_s = cn_wall_s() - 1;   /* "old" expired */
+    gw_apikeys_revoke_user("u2");
+    gw_apikeys_enable_user("u2");
+    assert_false(gw_user_revoked("u2", 0));
 }
 
 static void test_events(void **state)

@@ -38,6 +38,7 @@ struct reqstate {
     struct gw_principal principal;
     bool authenticated;
     struct cn_apikey key;            /* being resolved */
+    unsigned revoke_epoch;           /* gw_apikeys_epoch() when the resolve was sent */
     struct gw_upcall *upcall;
     int64_t start_us, upstream_start_us, upstream_us;
     char subject[128];
@@ -414,7 +415,7 @@ static void on_key_resolved(struct gw_upcall *c)
         off += (size_t)n;
     }
     p->exp = k->expires_at / 1000;
-    gw_apikeys_store(&st->key, p);
+    gw_apikeys_store(&st->key, p, st->revoke_epoch);
     authorized_then_proceed(st);
 }
 
@@ -422,6 +423,7 @@ static void on_key_resolved(struct gw_upcall *c)
 static void resolve_key(struct reqstate *st, const struct gw_credential *cred)
 {
     st->key = cred->key;
+    st->revoke_epoch = gw_apikeys_epoch();
     Cairn__V1__ResolveApiKeyRequest rq = CAIRN__V1__RESOLVE_API_KEY_REQUEST__INIT;
     rq.key = h2o_strdup(&st->req->pool, cred->token, cred->len).base;
     nng_msg *msg;

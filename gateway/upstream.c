@@ -30,7 +30,8 @@ struct gw_endpoint {
     nng_socket sock;
     atomic_int pipes;       /* connected pipes */
     atomic_int inflight;
-    pthread_mutex_t mtx;    /* guards calls */
+    pthread_mutex_t mtx;    /* guards calls and live_pipes */
+    uint32_t live_pipes[8]; /* pipes that reached ADD_POST: only those count down */
     struct gw_upcall *calls;    /* in flight, to cancel when the connection is lost */
     int retired_at;         /* refresh generation it left the set, 0 while live */
     bool closed;
@@ -61,23 +62,41 @@ struct gw_upstream {
     atomic_uint rr;                    /* tie-break rotation */
 };
 
+/* nng fires REM_POST for every pipe that saw ADD_PRE, also for one that failed before
+ * ADD_POST (a peer of the wrong protocol, a pipe closed while starting): only pipes that
+ * were counted up are counted down, or the count would drift below zero for good. */
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-    (void)p;
     struct gw_endpoint *ep = arg;
+    uint32_t id = nng_pipe_id(p);
+    int counted = 0;
+    pthread_mutex_lock(&ep->mtx);
+    for (size_t i = 0; i < sizeof ep->live_pipes / sizeof ep->live_pipes[0]; i++) {
+        if (ev == NNG_PIPE_EV_ADD_POST && ep->live_pipes[i] == 0) {
+            ep->live_pipes[i] = id;
+            counted = 1;
+            break;
+        }
+        if (ev == NNG_PIPE_EV_REM_POST && ep->live_pipes[i] == id) {
+            ep->live_pipes[i] = 0;
+            counted = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ep->mtx);
+    if (!counted)
+        return;
     if (ev == NNG_PIPE_EV_ADD_POST) {
         if (atomic_fetch_add(&ep->pipes, 1) == 0)
             cn_log(CN_LOG_INFO, "GW-UPSTREAM-UP", NULL, "%s connected at %s", ep->up->name, ep->addr);
-    } else if (ev == NNG_PIPE_EV_REM_POST) {
-        if (atomic_fetch_sub(&ep->pipes, 1) == 1) {
-            cn_log(CN_LOG_WARN, "GW-UPSTREAM-DOWN", NULL, "%s lost at %s", ep->up->name, ep->addr);
-            /* nng runs pipe callbacks with no lock held, and a cancelled aio completes on
-             * nng's task threads, so cancelling here cannot deadlock. */
-            pthread_mutex_lock(&ep->mtx);
-            for (struct gw_upcall *c = ep->calls; c; c = c->ep_next)
-                nng_aio_cancel(c->aio);
-            pthread_mutex_unlock(&ep->mtx);
-        }
+    } else if (atomic_fetch_sub(&ep->pipes, 1) == 1) {
+        cn_log(CN_LOG_WARN, "GW-UPSTREAM-DOWN", NULL, "%s lost at %s", ep->up->name, ep->addr);
+        /* nng runs pipe callbacks with no lock held, and a cancelled aio completes on
+         * nng's task threads, so cancelling here cannot deadlock. */
+        pthread_mutex_lock(&ep->mtx);
+        for (struct gw_upcall *c = ep->calls; c; c = c->ep_next)
+            nng_aio_cancel(c->aio);
+        pthread_mutex_unlock(&ep->mtx);
     }
 }
 
@@ -267,7 +286,9 @@ reclaim:
     /* Retired endpoints: close when idle, free two refreshes after that. */
     for (struct gw_endpoint **pp = &u->retired; *pp;) {
         struct gw_endpoint *ep = *pp;
-        if (!ep->closed && atomic_load(&ep->inflight) == 0) {
+        /* Not in the refresh that retired it: a loop thread may still have picked it
+         * from the set just replaced and be opening a call on it. */
+        if (!ep->closed && u->generation - ep->retired_at >= 1 && atomic_load(&ep->inflight) == 0) {
             nng_close(ep->sock);
             ep->closed = true;
             ep->retired_at = u->generation;
@@ -397,6 +418,11 @@ static void on_aio(void *arg)
             c->sent = true;
             c->stage = 1;
             nng_ctx_recv(c->ctx, c->aio);
+            /* nng_aio_cancel only reaches a scheduled operation: a cancel (connection
+             * lost, client gone) between the send completing and the receive being
+             * scheduled was dropped, so look again now that it is. */
+            if (atomic_load(&c->ep->pipes) <= 0 || atomic_load(&c->cancelled))
+                nng_aio_cancel(c->aio);
             return;
         }
         nng_msg_free(nng_aio_get_msg(c->aio));
@@ -446,7 +472,7 @@ int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_mu
 
 void gw_upcall_cancel(struct gw_upcall *call)
 {
-    call->cancelled = true;
+    atomic_store(&call->cancelled, true);
     nng_aio_cancel(call->aio);
 }
 
@@ -456,7 +482,7 @@ void gw_upstream_on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mes
     while (!h2o_linklist_is_empty(messages)) {
         struct gw_upcall *c = H2O_STRUCT_FROM_MEMBER(struct gw_upcall, super.link, messages->next);
         h2o_linklist_unlink(&c->super.link);
-        if (!c->cancelled && c->on_done)
+        if (!atomic_load(&c->cancelled) && c->on_done)
             c->on_done(c);
         /* on_aio has returned or is returning; nng_aio_free waits for it. */
         nng_aio_free(c->aio);

@@ -23,6 +23,7 @@
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
 #include <nng/nng.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 struct gw_upstream;
@@ -36,7 +37,7 @@ struct gw_upcall {
     nng_aio *aio;
     int stage;                          /* 0 sending, 1 receiving */
     int rv;                             /* nng result: 0, NNG_ETIMEDOUT, NNG_ECANCELED, ... */
-    bool cancelled;                     /* loop side: nobody wants the answer */
+    atomic_bool cancelled;              /* nobody wants the answer (set on the loop) */
     bool sent;                          /* the request reached the socket (for retry safety) */
     nng_msg *reply;                     /* owned by the call; freed after on_done */
     void (*on_done)(struct gw_upcall *call);   /* on the loop thread, unless cancelled */
