@@ -69,6 +69,7 @@ struct cn_rpc_server {
     bool stopping;            /* refuse new calls */
     bool exiting;             /* workers leave */
     atomic_uint load;
+    atomic_int sending;       /* replies handed to nng and not yet completed */
     /* metrics, looked up once */
     unsigned nmethods;
     struct cn_series **calls;     /* [nmethods][NCODES], filled lazily under mtx */
@@ -296,6 +297,7 @@ static void intake_recv(struct intake *in)
 /* Starts sending reply on the intake; the completion re-arms its receive. */
 static void intake_reply(struct intake *in, nng_msg *reply)
 {
+    atomic_fetch_add(&in->srv->sending, 1);
     in->state = INTAKE_SEND;
     nng_aio_set_msg(in->aio, reply);
     nng_ctx_send(in->ctx, in->aio);
@@ -310,6 +312,7 @@ static void on_intake(void *arg)
     if (in->state == INTAKE_SEND) {
         if (rv != 0)
             nng_msg_free(nng_aio_get_msg(in->aio));
+        atomic_fetch_sub(&s->sending, 1);
         if (rv == NNG_ECLOSED)
             return;
         intake_recv(in);
@@ -656,6 +659,12 @@ int cn_rpc_server_stop(struct cn_rpc_server *s, int timeout_ms)
     }
     for (int i = 0; i < s->opts.workers; i++)
         pthread_join(s->workers[i].thread, NULL);
+    /* REP completes a send once the reply is queued on its pipe, not once it is written:
+     * wait for the last replies to complete, then give the pipes a moment to write them
+     * before closing, or a caller would see its connection drop instead of the answer. */
+    while (atomic_load(&s->sending) > 0 && cn_mono_ms() < deadline)
+        nng_msleep(2);
+    nng_msleep(50);
     nng_close(s->sock);
     server_free(s);
     return 0;
