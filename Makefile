@@ -36,6 +36,8 @@ GW_O     := $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 LIBGW    := $(BUILD)/lib/libgateway.a
 
 SERVICES := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
+# Every service folder gets its archive and unit tests, even before it has a main.c.
+SVC_DIRS := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c)))))
 BINS     := $(BUILD)/bin/cairn-gateway $(SERVICES:%=$(BUILD)/bin/cairn-%)
 
 TEST_SRC := $(wildcard lib/*_test.c gateway/*_test.c services/*/*_test.c)
@@ -93,14 +95,17 @@ define service_rules
 $(BUILD)/lib/lib$(1).a: $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out %_test.c services/$(1)/main.c,$(wildcard services/$(1)/*.c))) $(BUILD)/obj/gen/services/$(1)/migrations.o
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
-$(BUILD)/bin/cairn-$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib/lib$(1).a $(LIBCAIRN)
-	@mkdir -p $$(dir $$@)
-	$(CC) $(LDFLAGS) $$^ $(PKG_LIBS) -o $$@
 $(BUILD)/test/services/$(1)/%_test: $(BUILD)/obj/services/$(1)/%_test.o $(BUILD)/lib/lib$(1).a $(LIBCAIRN) $(TPB_O)
 	@mkdir -p $$(dir $$@)
 	$(CC) $(LDFLAGS) $$^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $$@
 endef
-$(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
+define service_bin_rules
+$(BUILD)/bin/cairn-$(1): $(BUILD)/obj/services/$(1)/main.o $(BUILD)/lib/lib$(1).a $(LIBCAIRN)
+	@mkdir -p $$(dir $$@)
+	$(CC) $(LDFLAGS) $$^ $(PKG_LIBS) -o $$@
+endef
+$(foreach s,$(SVC_DIRS),$(eval $(call service_rules,$(s))))
+$(foreach s,$(SERVICES),$(eval $(call service_bin_rules,$(s))))
 
 # Unit tests include the .c they test (to reach statics) and link the rest from archives.
 $(BUILD)/test/lib/%_test: $(BUILD)/obj/lib/%_test.o $(LIBCAIRN) $(TPB_O)

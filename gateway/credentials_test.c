@@ -65,9 +65,9 @@ static void test_parse(void **state)
 static void test_authorize(void **state)
 {
     (void)state;
-    struct gw_route user = {"GET", "/x", "auth", "Me", GW_AUTH_USER, "predict", true, 0, 200, ""};
-    struct gw_route session = {"POST", "/x", "auth", "Me", GW_AUTH_SESSION, "", false, 0, 200, ""};
-    struct gw_route admin = {"GET", "/x", "auth", "Me", GW_AUTH_ADMIN, "admin", true, 0, 200, ""};
+    struct gw_route user = {"GET", "/x", "auth", "Me", GW_AUTH_USER, "predict", true, 0, 200, "", 0, 0};
+    struct gw_route session = {"POST", "/x", "auth", "Me", GW_AUTH_SESSION, "", false, 0, 200, "", 0, 0};
+    struct gw_route admin = {"GET", "/x", "auth", "Me", GW_AUTH_ADMIN, "admin", true, 0, 200, "", 0, 0};
     struct gw_principal p = {.sub = "u1", .role = "user", .scope = "models:read predict"};
     char why[128];
     assert_int_equal(gw_authorize(&user, &p, why, sizeof why), 0);

@@ -8,6 +8,7 @@
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -32,11 +33,14 @@ struct gw_conf {
     int64_t apikey_cache_ms;
     int64_t revoke_hold_s;
     const char *log_level;
+    const char *ready_services;
 };
 
 extern struct gw_conf gw_conf;
 /* One per gw_services[] row, same index. */
 extern struct gw_upstream **gw_upstreams;
+/* Per gw_services[] row: /readyz waits for a connected instance (CAIRN_READY_SERVICES). */
+extern bool *gw_ready_need;
 
 struct gw_thread {
     int index;

@@ -26,6 +26,7 @@
 
 struct gw_conf gw_conf;
 struct gw_upstream **gw_upstreams;
+bool *gw_ready_need;
 
 static const struct cn_conf_def conf_defs[] = {
     CN_CONF(struct gw_conf, host, "CAIRN_HTTP_HOST", CN_CONF_STR, "127.0.0.1", 0, 0,
@@ -59,6 +60,9 @@ static const struct cn_conf_def conf_defs[] = {
     CN_CONF(struct gw_conf, revoke_hold_s, "CAIRN_REVOKE_HOLD_S", CN_CONF_INT, "3600", 60, 86400,
             "how long a disabled user's older access tokens stay refused (>= token lifetime)"),
     CN_CONF(struct gw_conf, log_level, "CAIRN_LOG_LEVEL", CN_CONF_STR, "info", 0, 0, "debug|info|warn|error"),
+    CN_CONF(struct gw_conf, ready_services, "CAIRN_READY_SERVICES", CN_CONF_STR, "auth", 0, 0,
+            "services /readyz needs a connected instance of, comma-separated (the signing keys "
+            "from auth are always needed); routes of other services answer 503 while none is up"),
 };
 
 static void print_routes(void)
@@ -76,8 +80,11 @@ static void print_routes(void)
         cn_buf_json_str(&b, r->service, strlen(r->service));
         cn_buf_puts(&b, ",\"rpc\":");
         cn_buf_json_str(&b, r->rpc, strlen(r->rpc));
-        cn_buf_printf(&b, ",\"auth\":\"%s\",\"scope\":\"%s\",\"idempotent\":%s,\"status\":%d,\"summary\":",
+        cn_buf_printf(&b, ",\"auth\":\"%s\",\"scope\":\"%s\",\"idempotent\":%s,\"status\":%d,",
                       auth_names[r->auth], r->scope, r->idempotent ? "true" : "false", r->status);
+        cn_buf_printf(&b, "\"timeout_ms\":%d,\"max_body\":%lld,\"raw\":%s,\"oip_errors\":%s,\"summary\":",
+                      r->timeout_ms, (long long)r->max_body, (r->flags & GW_ROUTE_RAW) ? "true" : "false",
+                      (r->flags & GW_ROUTE_OIP_ERRORS) ? "true" : "false");
         cn_buf_json_str(&b, r->summary, strlen(r->summary));
         cn_buf_puts(&b, "}");
     }
@@ -145,13 +152,18 @@ int main(int argc, char **argv)
     }
     cn_conf_dump("cairn-gateway", conf_defs, CN_ARRAY_LEN(conf_defs), &gw_conf);
 
+    gw_ready_need = cn_calloc(gw_nservices, sizeof *gw_ready_need);
+    if (gw_services_parse(gw_conf.ready_services, gw_ready_need, err, sizeof err) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: CAIRN_READY_SERVICES: %s\n", err);
+        return 2;
+    }
     gw_upstreams = cn_calloc(gw_nservices, sizeof *gw_upstreams);
     const char *auth_addr = NULL;
     for (size_t i = 0; i < gw_nservices; i++) {
         const char *addr = getenv(gw_services[i].addr_env);
         if (addr == NULL || *addr == '\0')
             addr = gw_services[i].addr_default;
-        gw_upstreams[i] = gw_upstream_new(gw_services[i].name, addr, 0);
+        gw_upstreams[i] = gw_upstream_new(gw_services[i].name, addr, gw_services[i].max_msg);
         if (gw_upstreams[i] == NULL) {
             fprintf(stderr, "cairn-gateway: %s: invalid address list '%s'\n", gw_services[i].addr_env, addr);
             return 2;

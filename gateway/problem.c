@@ -1,4 +1,5 @@
-/* problem.c — gRPC code -> HTTP status, reason phrases, problem+json (problem.h).
+/* problem.c — gRPC code -> HTTP status, reason phrases, problem+json and the Open
+ * Inference Protocol's error body (problem.h).
  * To add a status: one row in `statuses`; to remap a code: one row in `codes`. */
 #include "problem.h"
 
@@ -100,4 +101,25 @@ void gw_problem_body(struct cn_buf *out, int status, const char *detail, const c
         cn_buf_putc(out, '}');
     }
     cn_buf_puts(out, "]}");
+}
+
+void gw_oip_error_body(struct cn_buf *out, int status, const char *detail, Cairn__V1__FieldError *const *errors,
+                       size_t nerrors)
+{
+    /* The message is built first, then escaped once as one JSON string. */
+    struct cn_buf msg = {0};
+    detail = detail && *detail ? detail : gw_status_reason(status);
+    cn_buf_puts(&msg, detail);
+    for (size_t k = 0; k < nerrors; k++) {
+        const char *f = errors[k]->field ? errors[k]->field : "";
+        const char *m = errors[k]->message ? errors[k]->message : "";
+        cn_buf_puts(&msg, k ? "; " : ": ");
+        if (*f)
+            cn_buf_printf(&msg, "%s: ", f);
+        cn_buf_puts(&msg, m);
+    }
+    cn_buf_puts(out, "{\"error\":");
+    cn_buf_json_str(out, msg.data ? msg.data : "", msg.len);
+    cn_buf_putc(out, '}');
+    cn_buf_free(&msg);
 }

@@ -1,4 +1,5 @@
-/* problem_test.c — the code->status table and the problem+json shape. */
+/* problem_test.c — the code->status table, the problem+json shape and the Open
+ * Inference Protocol's {"error"} body. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -63,11 +64,70 @@ static void test_body(void **state)
     cn_buf_free(&b);
 }
 
+/* Parses b as JSON and returns its "error" string (the object must have no other key). */
+static const char *oip_error(struct cn_buf *b, json_t **j)
+{
+    json_error_t je;
+    *j = json_loadb(b->data, b->len, 0, &je);
+    assert_non_null(*j);
+    assert_true(json_is_object(*j));
+    assert_int_equal(json_object_size(*j), 1);
+    assert_true(json_is_string(json_object_get(*j, "error")));
+    return json_string_value(json_object_get(*j, "error"));
+}
+
+static void test_oip_body(void **state)
+{
+    (void)state;
+    struct cn_buf b = {0};
+    json_t *j;
+    gw_oip_error_body(&b, 404, "model \"iris\" not found", NULL, 0);
+    assert_string_equal(oip_error(&b, &j), "model \"iris\" not found");
+    json_decref(j);
+
+    /* No detail: the reason phrase, never an empty message. */
+    cn_buf_reset(&b);
+    gw_oip_error_body(&b, 503, NULL, NULL, 0);
+    assert_string_equal(oip_error(&b, &j), "Service Unavailable");
+    json_decref(j);
+    cn_buf_reset(&b);
+    gw_oip_error_body(&b, 413, "", NULL, 0);
+    assert_string_equal(oip_error(&b, &j), "Content Too Large");
+    json_decref(j);
+
+    /* Field errors folded into the one message, in order; an empty field name leaves
+     * just the message. */
+    Cairn__V1__FieldError a = CAIRN__V1__FIELD_ERROR__INIT, c = CAIRN__V1__FIELD_ERROR__INIT,
+                          d = CAIRN__V1__FIELD_ERROR__INIT;
+    a.field = "inputs[0].shape";
+    a.message = "expected [N, 4]";
+    c.field = "";
+    c.message = "too many rows";
+    d.field = "inputs[0].data[7]";
+    d.message = "not a number";
+    Cairn__V1__FieldError *v[3] = {&a, &c, &d};
+    cn_buf_reset(&b);
+    gw_oip_error_body(&b, 400, "invalid request", v, 3);
+    assert_string_equal(oip_error(&b, &j), "invalid request: inputs[0].shape: expected [N, 4]; too many rows; "
+                                           "inputs[0].data[7]: not a number");
+    json_decref(j);
+
+    /* Control characters and quotes in a message stay inside the string. */
+    a.field = "x\n\"y";
+    a.message = "bad\tvalue";
+    cn_buf_reset(&b);
+    gw_oip_error_body(&b, 400, "invalid", v, 1);
+    assert_string_equal(oip_error(&b, &j), "invalid: x\n\"y: bad\tvalue");
+    json_decref(j);
+    cn_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codes),
         cmocka_unit_test(test_body),
+        cmocka_unit_test(test_oip_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* proxy.c — one HTTP request through the gateway: request id, route match, authn,
- * body decoding (JSON or protobuf) plus path and query parameters into the RPC's input
- * message, the upstream call, and the answer (JSON, protobuf or problem+json), with one
- * access-log line and the request metrics. Everything per request lives in req->pool.
+ * body decoding (JSON or protobuf, or on a raw route the body bytes, Content-Type and
+ * headers as they came) plus path and query parameters into the RPC's input message,
+ * the upstream call, and the answer (JSON, protobuf, a RawResponse as is, or the error:
+ * problem+json, or {"error"} on Open Inference Protocol routes), with one access-log
+ * line and the request metrics. Everything per request lives in req->pool.
  *
  * To add a per-request policy (rate limit, retry, ...), add a step in gw_proxy_on_req
  * before the upstream call, and its own file for its state.
@@ -151,13 +153,28 @@ static void respond(struct reqstate *st, int status, const char *ctype, const ch
     h2o_send_inline(req, len ? body : "", len);
 }
 
+/* Appends the error document for st to b and returns its Content-Type: problem+json, or
+ * the Open Inference Protocol's {"error"} on the routes whose clients expect that (the
+ * same status either way; the request id is still in X-Request-Id). */
+static const char *error_body(const struct reqstate *st, struct cn_buf *b, int status, const char *detail,
+                              Cairn__V1__FieldError *const *errors, size_t nerrors)
+{
+    if (st->route && (st->route->flags & GW_ROUTE_OIP_ERRORS)) {
+        gw_oip_error_body(b, status, detail, errors, nerrors);
+        return "application/json";
+    }
+    gw_problem_body(b, status, detail, st->request_id, errors, nerrors);
+    return "application/problem+json";
+}
+
+/* Every error answer goes through here. */
 static void respond_problem(struct reqstate *st, int status, const char *detail,
                             Cairn__V1__FieldError *const *errors, size_t nerrors)
 {
     struct cn_buf *b = &gw_self->scratch;
     cn_buf_reset(b);
-    gw_problem_body(b, status, detail, st->request_id, errors, nerrors);
-    respond(st, status, "application/problem+json", b->data, b->len);
+    const char *ctype = error_body(st, b, status, detail, errors, nerrors);
+    respond(st, status, ctype, b->data, b->len);
 }
 
 static void respond_field_error(struct reqstate *st, const char *field, const char *message)
@@ -229,6 +246,37 @@ static void respond_result_error(struct reqstate *st, const Cairn__V1__Result *r
     respond_problem(st, status, res->message, res->field_errors, res->n_field_errors);
 }
 
+/* A Content-Type a service may set: short printable ASCII, so it cannot split the
+ * header block. */
+static int sane_content_type(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n == 255 || s[n] < 0x20 || s[n] > 0x7e)
+            return 0;
+    return n > 0;
+}
+
+/* Sends a raw route's RawResponse: its body as is, with its Content-Type. */
+static void respond_raw(struct reqstate *st, const Cairn__V1__Result *res, ProtobufCAllocator *alloc)
+{
+    Cairn__V1__RawResponse *rr = cairn__v1__raw_response__unpack(alloc, res->body.len, res->body.data);
+    if (rr == NULL) {
+        cn_log(CN_LOG_ERROR, "GW-BAD-REPLY", st->request_id, "%s sent a malformed RawResponse", st->route->service);
+        respond_problem(st, 502, "the service sent a malformed reply", NULL, 0);
+        return;
+    }
+    const char *ctype = "application/json";
+    if (rr->content_type && rr->content_type[0]) {
+        if (sane_content_type(rr->content_type))
+            ctype = rr->content_type;
+        else
+            cn_log(CN_LOG_WARN, "GW-BAD-CONTENT-TYPE", st->request_id, "%s %s: unusable content_type, sent as %s",
+                   st->route->service, st->route->rpc, ctype);
+    }
+    respond(st, st->route->status, ctype, (const char *)rr->body.data, rr->body.len);
+}
+
 static void on_upstream_done(struct gw_upcall *c)
 {
     struct reqstate *st = c->data;
@@ -244,6 +292,10 @@ static void on_upstream_done(struct gw_upcall *c)
     }
     if (res->code != CAIRN__V1__CODE__OK) {
         respond_result_error(st, res, st->route->service, st->route->rpc);
+        return;
+    }
+    if (st->method->output == &cairn__v1__raw_response__descriptor) {
+        respond_raw(st, res, &alloc);
         return;
     }
     if (st->want_protobuf) {
@@ -537,7 +589,10 @@ static int apply_params(struct reqstate *st, const struct gw_match *m, ProtobufC
                     return -1;
                 }
             }
-            int rv = cn_json_set_field(msg, key, val, (size_t)vn, alloc, &err);
+            /* A raw route's own fields come from the request itself, never the query. */
+            int rv = (st->route->flags & GW_ROUTE_RAW) && gw_raw_field(key)
+                         ? CN_ENOTFOUND
+                         : cn_json_set_field(msg, key, val, (size_t)vn, alloc, &err);
             if (rv == CN_ENOTFOUND) {
                 respond_field_error(st, key, "unknown query parameter");
                 return -1;
@@ -552,6 +607,82 @@ static int apply_params(struct reqstate *st, const struct gw_match *m, ProtobufC
     return 0;
 }
 
+/* Marks field f of msg as set, where protobuf-c keeps presence (proto2 has_, oneof case). */
+static void field_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        *(uint32_t *)((char *)msg + f->quantifier_offset) = f->id;
+    else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
+        *(protobuf_c_boolean *)((char *)msg + f->quantifier_offset) = 1;
+}
+
+/* Whether a request header may travel to a service: credentials stay at the edge. */
+static int header_forwarded(const h2o_iovec_t *name)
+{
+    static const char *const secret[] = {"authorization", "proxy-authorization", "cookie", "x-api-key"};
+    for (size_t i = 0; i < CN_ARRAY_LEN(secret); i++)
+        if (h2o_lcstris(name->base, name->len, secret[i], strlen(secret[i])))
+            return 0;
+    return 1;
+}
+
+/* Fills a raw route's input msg with the body bytes (borrowed from the request, which
+ * outlives the call), the Content-Type and the request headers, each only if the
+ * message has the field (router.c checked their types at start-up). Headers: names
+ * lowercased, credentials left out, at most GW_RAW_MAX_HEADERS, a name or value longer
+ * than GW_RAW_MAX_HEADER_VALUE skipped. */
+static void raw_input(struct reqstate *st, ProtobufCMessage *msg, size_t body_len, const h2o_iovec_t *ctype)
+{
+    h2o_req_t *req = st->req;
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, "body");
+    ProtobufCBinaryData *bd = (ProtobufCBinaryData *)((char *)msg + f->offset);
+    bd->data = (uint8_t *)(body_len ? req->entity.base : NULL);
+    bd->len = body_len;
+    field_present(msg, f);
+
+    f = protobuf_c_message_descriptor_get_field_by_name(d, "content_type");
+    if (f && ctype) {
+        *(char **)((char *)msg + f->offset) = h2o_strdup(&req->pool, ctype->base, ctype->len).base;
+        field_present(msg, f);
+    }
+
+    f = protobuf_c_message_descriptor_get_field_by_name(d, "headers");
+    if (f == NULL)
+        return;
+    size_t n = 0;
+    Cairn__V1__Header **v = h2o_mem_alloc_pool(&req->pool, GW_RAW_MAX_HEADERS * sizeof *v);
+    for (size_t i = 0; i < req->headers.size && n < GW_RAW_MAX_HEADERS; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (h->name->len == 0 || h->name->len > GW_RAW_MAX_HEADER_VALUE || h->value.len > GW_RAW_MAX_HEADER_VALUE ||
+            !header_forwarded(h->name))
+            continue;
+        Cairn__V1__Header *hd = h2o_mem_alloc_pool(&req->pool, sizeof *hd);
+        cairn__v1__header__init(hd);
+        hd->name = h2o_strdup(&req->pool, h->name->base, h->name->len).base;
+        h2o_strtolower(hd->name, h->name->len);
+        hd->value = h2o_strdup(&req->pool, h->value.base, h->value.len).base;
+        v[n++] = hd;
+    }
+    *(size_t *)((char *)msg + f->quantifier_offset) = n;
+    *(Cairn__V1__Header ***)((char *)msg + f->offset) = v;
+}
+
+/* Whether every service named in CAIRN_READY_SERVICES has a connected instance. Only
+ * those: a gateway in front of auth alone must not wait for an inference service it will
+ * never see. Routes of the others answer 503 on their own while none of their instances
+ * is connected. */
+static int services_ready(char *why, size_t whylen)
+{
+    for (size_t i = 0; i < gw_nservices; i++) {
+        if (gw_ready_need[i] && gw_upstream_connected(gw_upstreams[i]) == 0) {
+            snprintf(why, whylen, "no %s instance connected", gw_services[i].name);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int gw_ready(char *why, size_t whylen)
 {
     if (atomic_load(&gw_stopping)) {
@@ -562,13 +693,7 @@ int gw_ready(char *why, size_t whylen)
         snprintf(why, whylen, "signing keys not loaded from auth yet");
         return 0;
     }
-    for (size_t i = 0; i < gw_nservices; i++) {
-        if (gw_upstream_connected(gw_upstreams[i]) == 0) {
-            snprintf(why, whylen, "no %s instance connected", gw_services[i].name);
-            return 0;
-        }
-    }
-    return 1;
+    return services_ready(why, whylen);
 }
 
 int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -648,23 +773,30 @@ static void proceed(struct reqstate *st)
     if (st->authenticated)
         principal_to_proto(st, &principal);
 
-    /* The body: JSON (transcoded) or protobuf (passed through). */
+    /* The body: JSON (transcoded), protobuf (passed through) or, on a raw route, bytes. */
     ProtobufCAllocator alloc = {pool_alloc, pool_free, &req->pool};
     h2o_iovec_t ctype = {NULL, 0};
     int have_ctype = header_value(req, H2O_TOKEN_CONTENT_TYPE, &ctype);
+    int raw = (m.route->flags & GW_ROUTE_RAW) != 0;
     h2o_iovec_t accept;
-    st->want_protobuf = (have_ctype && media_is(ctype, "application/x-protobuf")) ||
-                        (header_value(req, H2O_TOKEN_ACCEPT, &accept) &&
-                         h2o_strstr(accept.base, accept.len, H2O_STRLIT("application/x-protobuf")) != SIZE_MAX);
+    st->want_protobuf =
+        !raw && ((have_ctype && media_is(ctype, "application/x-protobuf")) ||
+                 (header_value(req, H2O_TOKEN_ACCEPT, &accept) &&
+                  h2o_strstr(accept.base, accept.len, H2O_STRLIT("application/x-protobuf")) != SIZE_MAX));
     size_t body_len = req->entity.base ? req->entity.len : 0;
-    if ((int64_t)body_len > gw_conf.max_body) {
+    int64_t max_body = m.route->max_body ? m.route->max_body : gw_conf.max_body;
+    if ((int64_t)body_len > max_body) {
         char detail[96];
-        snprintf(detail, sizeof detail, "the body is larger than %lld bytes", (long long)gw_conf.max_body);
+        snprintf(detail, sizeof detail, "the body is larger than %lld bytes", (long long)max_body);
         respond_problem(st, 413, detail, NULL, 0);
         return;
     }
     ProtobufCMessage *input = NULL;
-    if (body_len && have_ctype && media_is(ctype, "application/x-protobuf")) {
+    if (raw) {
+        input = h2o_mem_alloc_pool(&req->pool, m.method->input->sizeof_message);
+        protobuf_c_message_init(m.method->input, input);
+        raw_input(st, input, body_len, have_ctype ? &ctype : NULL);
+    } else if (body_len && have_ctype && media_is(ctype, "application/x-protobuf")) {
         input = protobuf_c_message_unpack(m.method->input, &alloc, body_len, (const uint8_t *)req->entity.base);
         if (input == NULL) {
             respond_problem(st, 400, "the body is not a valid protobuf message of this route's request type", NULL, 0);

@@ -1,11 +1,14 @@
 /* router.c — compiles the route templates and matches requests against them (router.h).
- * Kept free of h2o so it can be unit-tested and fuzzed on its own. */
+ * Kept free of h2o so it can be unit-tested and fuzzed on its own. The start-up checks
+ * of the table live here too: every row against the service descriptors (check), and
+ * every pair of templates against each other (ambiguous). */
 #include "router.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn/v1/rpc.pb-c.h"
 #include "err.h"
 #include "json.h"
 #include "util.h"
@@ -77,6 +80,59 @@ static int compile(const struct gw_route *r, struct compiled *c, char *err, size
     return CN_OK;
 }
 
+int gw_raw_field(const char *name)
+{
+    return strcmp(name, "body") == 0 || strcmp(name, "content_type") == 0 || strcmp(name, "headers") == 0;
+}
+
+/* Flags, body cap and, for a raw route, the shape of its input: proxy.c fills body,
+ * content_type and headers by descriptor, so a message that does not fit would only show
+ * up as 500s at run time. An RPC answering cairn.v1.RawResponse must be on a raw route:
+ * transcoding it would send the service's JSON as base64. */
+static int check_raw(const struct gw_route *r, const struct compiled *c, char *err, size_t errlen)
+{
+    if (r->flags & ~GW_ROUTE_FLAGS_ALL) {
+        snprintf(err, errlen, "route %s %s: unknown flags 0x%x", r->method, r->path, r->flags & ~GW_ROUTE_FLAGS_ALL);
+        return CN_EINVAL;
+    }
+    if (r->max_body < 0 || r->max_body > GW_ROUTE_MAX_BODY_LIMIT) {
+        snprintf(err, errlen, "route %s %s: max_body %lld is not in 0..%lld", r->method, r->path,
+                 (long long)r->max_body, (long long)GW_ROUTE_MAX_BODY_LIMIT);
+        return CN_EINVAL;
+    }
+    const ProtobufCMessageDescriptor *in = c->method->input, *out = c->method->output;
+    int raw_out = out == &cairn__v1__raw_response__descriptor;
+    if (!(r->flags & GW_ROUTE_RAW)) {
+        if (raw_out) {
+            snprintf(err, errlen, "route %s %s: %s answers cairn.v1.RawResponse: mark the route GW_ROUTE_RAW",
+                     r->method, r->path, r->rpc);
+            return CN_EINVAL;
+        }
+        return CN_OK;
+    }
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(in, "body");
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_BYTES || f->label == PROTOBUF_C_LABEL_REPEATED) {
+        snprintf(err, errlen, "route %s %s: a raw route's input %s needs a field `bytes body`", r->method,
+                 r->path, in->name);
+        return CN_EINVAL;
+    }
+    f = protobuf_c_message_descriptor_get_field_by_name(in, "content_type");
+    if (f && (f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)) {
+        snprintf(err, errlen, "route %s %s: %s.content_type must be a string", r->method, r->path, in->name);
+        return CN_EINVAL;
+    }
+    f = protobuf_c_message_descriptor_get_field_by_name(in, "headers");
+    if (f && (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED ||
+              f->descriptor != &cairn__v1__header__descriptor)) {
+        snprintf(err, errlen, "route %s %s: %s.headers must be repeated cairn.v1.Header", r->method, r->path,
+                 in->name);
+        return CN_EINVAL;
+    }
+    /* The output may be any message: RawResponse is sent as is, anything else is
+     * transcoded to JSON (UploadVersion takes a model file and answers a ModelVersion). */
+    return CN_OK;
+}
+
 static int check(const struct gw_route *r, struct compiled *c, char *err, size_t errlen)
 {
     static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
@@ -135,8 +191,50 @@ static int check(const struct gw_route *r, struct compiled *c, char *err, size_t
                      r->path, name, c->method->input->name);
             return CN_EINVAL;
         }
+        if ((r->flags & GW_ROUTE_RAW) && gw_raw_field(name)) {
+            snprintf(err, errlen, "route %s %s: {%s} is a raw route's own field", r->method, r->path, name);
+            return CN_EINVAL;
+        }
     }
-    return CN_OK;
+    return check_raw(r, c, err, errlen);
+}
+
+/* Whether the literal segment l could be matched by the {param} segment p. */
+static int literal_fits(const struct seg *l, const struct seg *p)
+{
+    return l->prefix_len >= p->prefix_len + p->suffix_len + 1 &&
+           memcmp(l->prefix, p->prefix, p->prefix_len) == 0 &&
+           memcmp(l->prefix + l->prefix_len - p->suffix_len, p->suffix, p->suffix_len) == 0;
+}
+
+/* Whether one path segment could match both a and b. Two {param} segments can when
+ * their prefixes agree (one starts the other) and their suffixes do (one ends the
+ * other): a long enough value in between fits both. */
+static int segs_overlap(const struct seg *a, const struct seg *b)
+{
+    if (a->param == NULL && b->param == NULL)
+        return a->prefix_len == b->prefix_len && memcmp(a->prefix, b->prefix, a->prefix_len) == 0;
+    if (a->param == NULL)
+        return literal_fits(a, b);
+    if (b->param == NULL)
+        return literal_fits(b, a);
+    size_t pl = a->prefix_len < b->prefix_len ? a->prefix_len : b->prefix_len;
+    size_t sl = a->suffix_len < b->suffix_len ? a->suffix_len : b->suffix_len;
+    return memcmp(a->prefix, b->prefix, pl) == 0 &&
+           memcmp(a->suffix + a->suffix_len - sl, b->suffix + b->suffix_len - sl, sl) == 0;
+}
+
+/* Two different templates that some path matches both, with as many literal characters
+ * each: the router would silently take whichever comes first in the table (and answer
+ * 405 for the other's methods). A more specific template winning is by design. */
+static int ambiguous(const struct compiled *a, const struct compiled *b)
+{
+    if (a->literal != b->literal || a->nsegs != b->nsegs)
+        return 0;
+    for (size_t i = 0; i < a->nsegs; i++)
+        if (!segs_overlap(&a->segs[i], &b->segs[i]))
+            return 0;
+    return 1;
 }
 
 int gw_router_init(char *err, size_t errlen)
@@ -150,6 +248,11 @@ int gw_router_init(char *err, size_t errlen)
         for (size_t j = 0; j < i; j++) {
             if (strcmp(gw_routes[j].method, r->method) == 0 && strcmp(gw_routes[j].path, r->path) == 0) {
                 snprintf(err, errlen, "route %s %s: listed twice", r->method, r->path);
+                return CN_EINVAL;
+            }
+            if (strcmp(gw_routes[j].path, r->path) != 0 && ambiguous(&compiled[j], &compiled[i])) {
+                snprintf(err, errlen, "route %s %s: ambiguous with %s %s (a path can match both)", r->method,
+                         r->path, gw_routes[j].method, gw_routes[j].path);
                 return CN_EINVAL;
             }
         }

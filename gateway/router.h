@@ -33,7 +33,9 @@ struct gw_match {
 
 enum gw_route_result { GW_ROUTE_FOUND = 0, GW_ROUTE_NOT_FOUND, GW_ROUTE_BAD_METHOD };
 
-/* Compiles and checks the table. Returns 0, or CN_EINVAL with the reason in err. */
+/* Compiles and checks the table: each row against its service's descriptors (RPC,
+ * {param} fields, scope, status, flags, body cap, a raw route's message shapes), and
+ * every pair of templates for ambiguity. Returns 0, or CN_EINVAL with the reason in err. */
 int gw_router_init(char *err, size_t errlen);
 void gw_router_fini(void);
 
@@ -41,6 +43,10 @@ void gw_router_fini(void);
  * comma-separated methods the path does accept. */
 enum gw_route_result gw_router_match(const char *method, size_t mlen, const char *path, size_t plen,
                                      struct gw_match *m, char *allow, size_t allowlen);
+
+/* Whether name is one of the fields a raw route fills itself (body, content_type,
+ * headers): never from a path or query parameter. */
+int gw_raw_field(const char *name);
 
 /* Percent-decodes src into dst (capacity >= n+1). Returns the length, or -1 for a bad
  * escape or a decoded NUL. '+' is kept (it is a space only in query strings: set

@@ -118,10 +118,18 @@ int gw_server_run(void)
     h2o_config_init(&globalconf);
     globalconf.server_name = h2o_iovec_init(H2O_STRLIT("cairn"));
     /* h2o reads a whole body before the handler runs and answers a plain-text 413 itself
-     * above this limit, without reading the body. Between CAIRN_MAX_BODY_BYTES and four
-     * times it the handler answers the 413 (problem+json, request id); far larger bodies
-     * are refused by h2o up front so they never cost memory. */
-    globalconf.max_request_entity_size = (size_t)gw_conf.max_body * 4;
+     * above this limit, without reading the body. Between a route's cap
+     * (CAIRN_MAX_BODY_BYTES unless the route sets max_body) and this limit the handler
+     * answers the 413 (problem+json, request id); far larger bodies are refused by h2o up
+     * front so they never cost memory. The limit is four times CAIRN_MAX_BODY_BYTES, or
+     * the largest route cap plus a quarter when that is more: a route that takes big
+     * bodies (model uploads) must get them through h2o, and a slightly oversize one still
+     * gets the 413 that names its cap. */
+    int64_t route_cap = gw_routes_max_body(gw_conf.max_body);
+    int64_t h2o_cap = gw_conf.max_body * 4;
+    if (route_cap > gw_conf.max_body && route_cap + route_cap / 4 > h2o_cap)
+        h2o_cap = route_cap + route_cap / 4;
+    globalconf.max_request_entity_size = (size_t)h2o_cap;
     h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);

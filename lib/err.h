@@ -21,7 +21,8 @@
     X(CLOSED, -10, "closed")                                              \
     X(CRYPTO, -11, "cryptographic failure")                               \
     X(IO, -12, "i/o error")                                               \
-    X(DENIED, -13, "permission denied")
+    X(DENIED, -13, "permission denied")                                   \
+    X(INTERNAL, -14, "internal error")
 
 enum cn_err {
     CN_OK = 0,

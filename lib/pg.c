@@ -205,6 +205,12 @@ void cn_pg_free(struct cn_pg *pg)
 int cn_pg_exec(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
                PGresult **out)
 {
+    return cn_pg_exec_bin(pg, sql, nparams, params, NULL, NULL, out);
+}
+
+int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
+                   const int *lengths, const int *formats, PGresult **out)
+{
     PGresult *res;
     ExecStatusType st;
     const char *state;
@@ -223,7 +229,7 @@ int cn_pg_exec(struct cn_pg *pg, const char *sql, int nparams, const char *const
         return rc;
     clear_error(pg);
 
-    res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = PQexecParams(pg->conn, sql, nparams, NULL, params, lengths, formats, 0);
     st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         pg->reached = true;

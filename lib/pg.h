@@ -27,6 +27,9 @@ void cn_pg_free(struct cn_pg *pg);
  * "23505" for a duplicate key). */
 int cn_pg_exec(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
                PGresult **out);
+/* cn_pg_exec with some parameters binary (formats[i] = 1, lengths[i] bytes; e.g. bytea). */
+int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
+                   const int *lengths, const int *formats, PGresult **out);
 /* Convenience: BEGIN / COMMIT / ROLLBACK. */
 int cn_pg_begin(struct cn_pg *pg);
 int cn_pg_commit(struct cn_pg *pg);

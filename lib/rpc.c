@@ -44,6 +44,7 @@ struct intake {
     enum intake_state state;
     nng_msg *msg;           /* received request while queued */
     int64_t recv_ms;
+    int64_t recv_us;
     struct intake *next;    /* queue link */
 };
 
@@ -343,7 +344,8 @@ static void on_intake(void *arg)
         return;
     }
     in->msg = msg;
-    in->recv_ms = cn_mono_ms();
+    in->recv_us = cn_mono_us();
+    in->recv_ms = in->recv_us / 1000;
     in->state = INTAKE_QUEUED;
     in->next = NULL;
     if (s->qtail)
@@ -425,6 +427,7 @@ static nng_msg *handle_call(struct worker *w, struct intake *in)
         .worker = w->state,
         .worker_index = w->index,
         .deadline_ms = deadline,
+        .received_us = in->recv_us,
         .code = CAIRN__V1__CODE__OK,
     };
 

@@ -51,6 +51,7 @@ struct cn_call {
     void *worker;                    /* this worker thread's state (worker_init's result) */
     int worker_index;
     int64_t deadline_ms;             /* monotonic; 0 = none */
+    int64_t received_us;             /* monotonic time the request arrived (queue time = now - this) */
     /* outcome, set through cn_call_fail / cn_call_field_error */
     Cairn__V1__Code code;
     char *message;

@@ -64,6 +64,8 @@ struct cn_svc {
     /* Optional per-worker state beside the Postgres handle. */
     void *(*worker_init)(int index);
     void (*worker_fini)(void *user);
+    /* Largest request accepted, in bytes; 0 = CN_RPC_MAX_MSG_DEFAULT (16 MiB). */
+    size_t max_msg;
     /* Filled by cn_svc_main before init: the common settings. */
     struct cn_svc_common common;
 };

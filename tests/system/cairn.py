@@ -7,18 +7,25 @@ The pieces, bottom up:
   Proc                 one Cairn binary with its env and log; stop/kill/restart
   Auth, Gateway        Proc with their ports, URLs and /metrics; each auth publishes
                        revocations on its own events port, the gateway subscribes to all
-  Cluster              N auth replicas + one gateway, started ready and stopped together
-  Api                  a requests session with the auth, API-key and admin calls as
-                       methods; Api.admin() signs in the bootstrap admin (ADMIN_EMAIL)
+  Inference            cairn-inference with its RPC and admin ports
+  Cluster              N auth replicas (+ M inference replicas) + one gateway, started
+                       ready and stopped together
+  Api                  a requests session with the auth, API-key, admin and model calls
+                       as methods; Api.admin() signs in the bootstrap admin (ADMIN_EMAIL);
+                       Api.new_model()/upload() are the asserting shortcuts of the model
+                       tests
+  parallel()           runs calls on several threads, one HTTP session each
   Tokens               decodes real access tokens and re-signs altered copies
   api_key()            builds API keys of the lib/apikey.h format (for forged ones)
   metric_sum()         sums Prometheus samples by name and labels
   assert_problem()     checks an application/problem+json error
+  assert_v2_error()    checks an Open Inference Protocol {"error": "..."} answer
 To add a service to the harness: a Proc subclass with its env (like Auth), and a slot in
 Cluster.start.
 """
 
 import base64
+import concurrent.futures
 import ctypes
 import json
 import os
@@ -27,6 +34,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 import zlib
@@ -375,36 +383,101 @@ class Gateway(Proc):
         return self.admin_url + "/metrics"
 
 
+class Inference(Proc):
+    """cairn-inference on the harness's database. The defaults make it quick to observe:
+    prediction log flushed every 100 ms, drift counts every second, routing (aliases,
+    experiments) polled every 200 ms."""
+
+    binary = "cairn-inference"
+    REFRESH_MS = 200
+
+    def __init__(self, name, stack, log_dir, extra_env=None):
+        self.rpc_port = free_port()
+        self.admin_port = free_port()
+        env = {
+            "CAIRN_PG_DSN": stack.pg_dsn,
+            "CAIRN_INFERENCE_LISTEN": Auth.addr_for(self.rpc_port),
+            "CAIRN_INFERENCE_ADMIN": f"127.0.0.1:{self.admin_port}",
+            "CAIRN_INFERENCE_WORKERS": "4",
+            "CAIRN_PREDICTION_LOG_FLUSH_MS": "100",
+            "CAIRN_DRIFT_FLUSH_S": "1",
+            "CAIRN_INFERENCE_REFRESH_MS": str(self.REFRESH_MS),
+            "CAIRN_MODEL_CACHE_BYTES": str(64 << 20),
+            "CAIRN_PREDICT_MAX_ROWS": str(INFERENCE_MAX_ROWS),
+        }
+        env.update(extra_env or {})
+        super().__init__(name, env, log_dir)
+
+    @property
+    def addr(self):
+        return Auth.addr_for(self.rpc_port)
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def ready_url(self):
+        return self.admin_url + "/readyz"
+
+    @property
+    def metrics_url(self):
+        return self.admin_url + "/metrics"
+
+    def healthy(self):
+        """Alive and answering /healthz."""
+        return self.alive() and http_ok(self.admin_url + "/healthz")
+
+
+# Rows per predict call the harness's inference processes accept (CAIRN_PREDICT_MAX_ROWS).
+INFERENCE_MAX_ROWS = 2000
+
+
 class Cluster:
-    """`replicas` cairn-auth processes and one cairn-gateway in front of them."""
+    """`replicas` cairn-auth processes, `inference` cairn-inference processes and one
+    cairn-gateway in front of them."""
 
     _seq = 0
 
-    def __init__(self, stack, key_file, log_dir, replicas=1, auth_env=None, gateway_env=None):
+    def __init__(self, stack, key_file, log_dir, replicas=1, auth_env=None, gateway_env=None,
+                 inference=0, inference_env=None):
         Cluster._seq += 1
         tag = f"c{Cluster._seq}"
         self.auths = [Auth(f"{tag}-auth-{i + 1}", stack, key_file, log_dir, auth_env)
                       for i in range(replicas)]
+        self.inferences = [Inference(f"{tag}-inference-{i + 1}", stack, log_dir, inference_env)
+                           for i in range(inference)]
+        genv = {}
+        if self.inferences:
+            # Ready only once it reaches an inference replica too, so the first request
+            # of a test is not a 503.
+            genv = {"CAIRN_INFERENCE_ADDR": ",".join(p.addr for p in self.inferences),
+                    "CAIRN_READY_SERVICES": "auth,inference"}
+        genv.update(gateway_env or {})
         self.gateway = Gateway(f"{tag}-gateway", [a.addr for a in self.auths], log_dir,
-                               gateway_env, events_addrs=[a.events_addr for a in self.auths])
+                               genv, events_addrs=[a.events_addr for a in self.auths])
 
     @property
     def auth(self):
         return self.auths[0]
 
     @property
+    def inference(self):
+        return self.inferences[0]
+
+    @property
     def url(self):
         return self.gateway.url
 
     def procs(self):
-        return [*self.auths, self.gateway]
+        return [*self.auths, *self.inferences, self.gateway]
 
     def start(self, timeout=60):
         try:
-            for a in self.auths:
-                a.start()
-            for a in self.auths:
-                a.wait_ready(timeout)
+            for p in [*self.auths, *self.inferences]:
+                p.start()
+            for p in [*self.auths, *self.inferences]:
+                p.wait_ready(timeout)
             self.gateway.start()
             self.gateway.wait_ready(timeout)
         except BaseException:
@@ -414,7 +487,7 @@ class Cluster:
 
     def stop(self):
         """Gateway first, then the services; TERM, KILL after 10 s. Returns exit codes."""
-        return {p.name: p.stop() for p in [self.gateway, *self.auths]}
+        return {p.name: p.stop() for p in [self.gateway, *self.auths, *self.inferences]}
 
     def api(self):
         return Api(self.url)
@@ -424,6 +497,11 @@ class Cluster:
 
 def unique_email(tag="user"):
     return f"{tag}-{uuid.uuid4().hex[:16]}@example.com"
+
+
+def unique_model_name(tag="model"):
+    """A model name no other test uses (the session's models share one database)."""
+    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 PASSWORD = "correct horse battery staple"
@@ -536,6 +614,136 @@ class Api:
                         params=_query(subject=subject, action=action, limit=limit,
                                       page_token=page_token))
 
+    # -- models (cairn-inference)
+    def create_model(self, auth, name, description=None, log_sample_rate=None):
+        body = _query(name=name, description=description, log_sample_rate=log_sample_rate)
+        return self.post("/v1/models", body, headers=bearer(auth))
+
+    def list_models(self, auth, limit=None, page_token=None):
+        return self.get("/v1/models", headers=bearer(auth),
+                        params=_query(limit=limit, page_token=page_token))
+
+    def get_model(self, auth, name):
+        return self.get(f"/v1/models/{name}", headers=bearer(auth))
+
+    def update_model(self, auth, name, description=None, log_sample_rate=None):
+        body = _query(description=description, log_sample_rate=log_sample_rate)
+        return self.patch(f"/v1/models/{name}", body, headers=bearer(auth))
+
+    def upload_version(self, auth, name, data, feature_names=None, description=None,
+                       content_type="application/octet-stream"):
+        """POSTs data (bytes: the model file) as the raw body."""
+        params = _query(feature_names=",".join(feature_names) if feature_names is not None
+                        else None, description=description)
+        headers = {**bearer(auth), "Content-Type": content_type}
+        return self.post(f"/v1/models/{name}/versions", data=data, params=params,
+                         headers=headers, timeout=max(self.timeout, 30))
+
+    def list_versions(self, auth, name, limit=None, page_token=None):
+        return self.get(f"/v1/models/{name}/versions", headers=bearer(auth),
+                        params=_query(limit=limit, page_token=page_token))
+
+    def get_version(self, auth, name, version):
+        return self.get(f"/v1/models/{name}/versions/{version}", headers=bearer(auth))
+
+    def delete_version(self, auth, name, version):
+        return self.delete(f"/v1/models/{name}/versions/{version}", headers=bearer(auth))
+
+    def set_reference(self, auth, name, version, instances):
+        return self.request("PUT", f"/v1/models/{name}/versions/{version}/reference",
+                            json={"instances": instances}, headers=bearer(auth))
+
+    def set_alias(self, auth, name, alias, version):
+        return self.request("PUT", f"/v1/models/{name}/aliases/{alias}",
+                            json={"version": version}, headers=bearer(auth))
+
+    def delete_alias(self, auth, name, alias):
+        return self.delete(f"/v1/models/{name}/aliases/{alias}", headers=bearer(auth))
+
+    def set_experiment(self, auth, name, candidates, mirror=None, sticky_key=None):
+        body = _query(candidates=candidates, mirror=mirror, sticky_key=sticky_key)
+        return self.request("PUT", f"/v1/models/{name}/experiment", json=body,
+                            headers=bearer(auth))
+
+    def get_experiment(self, auth, name):
+        return self.get(f"/v1/models/{name}/experiment", headers=bearer(auth))
+
+    def delete_experiment(self, auth, name):
+        return self.delete(f"/v1/models/{name}/experiment", headers=bearer(auth))
+
+    def predict(self, auth, name, instances=None, version=None, alias=None, headers=None,
+                body=None, **fields):
+        """POST /v1/models/{name}:predict. body (bytes or str) replaces the JSON built from
+        instances, version, alias and any other fields."""
+        h = {**bearer(auth), **(headers or {})}
+        if body is None:
+            doc = _query(instances=instances, version=version, alias=alias, **fields)
+            body = json.dumps(doc, allow_nan=False)
+        h.setdefault("Content-Type", "application/json")
+        return self.post(f"/v1/models/{name}:predict", data=body, headers=h)
+
+    def feedback(self, auth, name, request_id, label=None, reward=None):
+        body = _query(request_id=request_id, label=label, reward=reward)
+        return self.post(f"/v1/models/{name}/feedback", body, headers=bearer(auth))
+
+    def stats(self, auth, name, since=None, alpha=None):
+        return self.get(f"/v1/models/{name}/stats", headers=bearer(auth),
+                        params=_query(since=since, alpha=alpha))
+
+    def drift(self, auth, name, version=None, window_s=None):
+        return self.get(f"/v1/models/{name}/drift", headers=bearer(auth),
+                        params=_query(version=version, window_s=window_s))
+
+    @staticmethod
+    def v2_path(model, version=None, suffix=""):
+        p = f"/v2/models/{model}"
+        if version is not None:
+            p += f"/versions/{version}"
+        return p + suffix
+
+    def v2_get(self, auth, path):
+        return self.get(path, headers=bearer(auth))
+
+    def infer(self, auth, model, body, version=None, headers=None):
+        """POST /v2/models/{model}[/versions/{version}]/infer; body is a dict (sent as
+        JSON) or bytes/str (sent as is)."""
+        h = {**bearer(auth), "Content-Type": "application/json", **(headers or {})}
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body, allow_nan=False)
+        return self.post(self.v2_path(model, version, "/infer"), data=data, headers=h)
+
+    # -- model shortcuts that assert success, for tests that are about something else
+    def new_model(self, auth, tag="model", **kw):
+        """Creates a model with a fresh name (asserting 201); returns the name."""
+        name = unique_model_name(tag)
+        r = self.create_model(auth, name, **kw)
+        assert r.status_code == 201, r.text
+        return name
+
+    def upload(self, auth, name, trained, fmt="json", **kw):
+        """Uploads trained (an xgbmodels.Trained) in format fmt (json | ubj | bin),
+        asserting 201; returns the ModelVersion."""
+        ctype = {"json": "application/json", "ubj": "application/ubjson"}.get(
+            fmt, "application/octet-stream")
+        r = self.upload_version(auth, name, trained.data(fmt), content_type=ctype, **kw)
+        assert r.status_code == 201, f"upload of {trained.name}.{fmt}: {r.status_code} {r.text}"
+        return r.json()
+
+    def predicted(self, auth, name, instances, **kw):
+        """Predicts, asserting 200; returns the body."""
+        r = self.predict(auth, name, instances, **kw)
+        assert r.status_code == 200, f"predict: {r.status_code} {r.text[:500]}"
+        return r.json()
+
+    def alias_ok(self, auth, name, alias, version):
+        r = self.set_alias(auth, name, alias, version)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def experiment_ok(self, auth, name, candidates, mirror=None, sticky_key=None):
+        r = self.set_experiment(auth, name, candidates, mirror, sticky_key)
+        assert r.status_code == 200, r.text
+        return r.json()
+
     def admin(self):
         """Signs in the bootstrap admin; returns a User."""
         r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -560,6 +768,20 @@ class Api:
         assert r.status_code == 200, r.text
         u.tokens = r.json()
         return u
+
+
+def parallel(base, fn, items, threads=4):
+    """Calls fn(api, item) for every item on `threads` threads, each thread with its own
+    Api on base; returns the results in item order (re-raising the first exception)."""
+    local = threading.local()
+
+    def run(item):
+        if not hasattr(local, "api"):
+            local.api = Api(base)
+        return fn(local.api, item)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(run, items))
 
 
 class User:
@@ -610,6 +832,38 @@ def assert_problem(r, status, field=None):
         fields = [e["field"] for e in body["errors"]]
         assert field in fields, f"no error names {field!r}: {body}"
     return body
+
+
+def assert_v2_error(r, status):
+    """Checks an Open Inference Protocol error: this status, a JSON body that is exactly
+    {"error": "<non-empty message>"}. Returns the message."""
+    assert r.status_code == status, f"want {status}, got {r.status_code}: {r.text[:500]}"
+    ctype = r.headers.get("Content-Type", "")
+    assert ctype.startswith("application/json"), f"Content-Type {ctype!r}: {r.text[:200]}"
+    body = r.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert isinstance(body["error"], str) and body["error"], body
+    return body["error"]
+
+
+def assert_close(got, want, tol=1e-6, what="predictions"):
+    """got (JSON numbers, nested lists) equals want (numbers or a numpy array; .tolist()
+    is used when present) within tol absolute, element by element, same shape."""
+    if hasattr(want, "tolist"):
+        want = want.tolist()
+
+    def walk(g, w, path):
+        if isinstance(w, list):
+            assert isinstance(g, list) and len(g) == len(w), \
+                f"{what}{path}: shape differs: got {g!r:.200}, want {w!r:.200}"
+            for i, (gi, wi) in enumerate(zip(g, w)):
+                walk(gi, wi, f"{path}[{i}]")
+        else:
+            assert isinstance(g, (int, float)) and not isinstance(g, bool), \
+                f"{what}{path}: not a number: {g!r}"
+            assert abs(g - w) <= tol, f"{what}{path}: got {g!r}, want {w!r} (tol {tol})"
+
+    walk(got, want, "")
 
 
 # ---------------------------------------------------------------- raw HTTP/1.1

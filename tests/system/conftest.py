@@ -12,6 +12,15 @@ cairn-gateway processes on free ports.
                   restart or reconfigure processes.
   api             (function) cairn.Api on the shared gateway
   user            (function) a freshly registered, logged-in cairn.User
+  models          (session) xgbmodels.ModelSet: small XGBoost models trained on first
+                  use with /usr/bin/python3's xgboost, with test rows and Python's
+                  predictions
+  inference_cluster (session) a second shared Cluster with one cairn-inference behind its
+                  gateway, for the inference tests that do not restart anything;
+                  new_cluster(inference=2, inference_env={...}) makes private ones
+  iapi            (function) cairn.Api on the inference cluster's gateway
+  modeler         (session) a user of the inference cluster (its role has models:read,
+                  models:write and predict)
 Everything started is stopped at the end even when tests fail; a test that fails gets the
 tail of every process log in its report. The folder is removed after a green run and kept
 (minus the database files) after a red one; CAIRN_TEST_DIR chooses where it goes.
@@ -28,6 +37,7 @@ import tempfile
 import pytest
 
 import cairn
+import xgbmodels
 
 
 def _cleanup_all():
@@ -133,9 +143,10 @@ def cluster(stack, key_file, log_dir):
 def new_cluster(stack, key_file, log_dir):
     started = []
 
-    def make(replicas=1, auth_env=None, gateway_env=None):
+    def make(replicas=1, auth_env=None, gateway_env=None, inference=0, inference_env=None):
         c = cairn.Cluster(stack, key_file, log_dir, replicas=replicas,
-                          auth_env=auth_env, gateway_env=gateway_env)
+                          auth_env=auth_env, gateway_env=gateway_env,
+                          inference=inference, inference_env=inference_env)
         started.append(c)
         return c.start()
 
@@ -152,6 +163,30 @@ def api(cluster):
 @pytest.fixture
 def user(api):
     return api.new_user()
+
+
+@pytest.fixture(scope="session")
+def models(work_dir):
+    return xgbmodels.ModelSet(os.path.join(work_dir, "models"))
+
+
+@pytest.fixture(scope="session")
+def inference_cluster(stack, key_file, log_dir):
+    # Access tokens for an hour: `modeler` signs in once for the whole session.
+    c = cairn.Cluster(stack, key_file, log_dir, inference=1,
+                      auth_env={"CAIRN_AUTH_ACCESS_TTL_S": "3600"}).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def iapi(inference_cluster):
+    return inference_cluster.api()
+
+
+@pytest.fixture(scope="session")
+def modeler(inference_cluster):
+    return inference_cluster.api().new_user("modeler")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,7 +6,10 @@ auth kind (x-cairn-auth) and scope (x-cairn-scope) behind each, bearerAuth on ev
 non-public route and on no public one, the X-API-Key alternative (apiKeyAuth) on exactly
 the routes an API key may call (user and admin, not session), the route's success status
 among the responses, 401/403 where credentials can be refused, and X-Request-Id on every
-response. Operations
+response. A route's flags, body cap and timeout are documented as x-cairn-raw,
+x-cairn-oip-errors, x-cairn-max-body and x-cairn-timeout-ms; errors are problem+json
+except on x-cairn-oip-errors routes, whose errors are the Open Inference Protocol's
+{"error": "..."} (the OipError schema), and a raw route offers no protobuf body. Operations
 marked `x-cairn-builtin` (the gateway's own /healthz and /readyz) are not routes and are
 left out of the comparison. Needs only the built gateway binary, no running stack.
 """
@@ -172,17 +175,37 @@ def test_success_status_is_documented(routes, spec):
     assert not wrong, "\n".join(wrong)
 
 
-def test_errors_are_problem_json(spec):
+def test_errors_are_problem_json(routes, spec):
     wrong = []
     for (method, path), op in operations(spec).items():
+        oip = routes.get((method, path), {}).get("oip_errors", False)
+        media, schema_ref = (("application/json", "#/components/schemas/OipError") if oip else
+                             ("application/problem+json", "#/components/schemas/Problem"))
         for code, resp in op.get("responses", {}).items():
             if not str(code).startswith(("4", "5")):
                 continue
             content = resolve(spec, resp).get("content", {})
-            schema = content.get("application/problem+json", {}).get("schema", {})
-            if schema.get("$ref") != "#/components/schemas/Problem":
-                wrong.append(f"{method} {path} {code}")
-    assert not wrong, "error responses not application/problem+json with the Problem schema: " + ", ".join(wrong)
+            schema = content.get(media, {}).get("schema", {})
+            if schema.get("$ref") != schema_ref or len(content) != 1:
+                wrong.append(f"{method} {path} {code} (expected only {media} with {schema_ref.rsplit('/', 1)[1]})")
+    assert not wrong, "error responses of the wrong shape: " + ", ".join(wrong)
+
+
+def test_flags_caps_and_timeouts_match_the_route_table(routes, spec):
+    wrong = []
+    for key, op in route_ops(spec).items():
+        r = routes.get(key)
+        if r is None:
+            continue
+        where = f"{key[0]} {key[1]}"
+        for ext, field, default in (("x-cairn-raw", "raw", False), ("x-cairn-oip-errors", "oip_errors", False),
+                                    ("x-cairn-max-body", "max_body", 0), ("x-cairn-timeout-ms", "timeout_ms", 0)):
+            if op.get(ext, default) != r[field]:
+                wrong.append(f"{where}: documents {ext}={op.get(ext, default)!r}, routes.c has {r[field]!r}")
+        body = op.get("requestBody", {}).get("content", {})
+        if r["raw"] and "application/x-protobuf" in body:
+            wrong.append(f"{where}: a raw route takes its body as is; it offers no application/x-protobuf body")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_user_routes_document_401(routes, spec):

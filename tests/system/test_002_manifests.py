@@ -279,15 +279,21 @@ def test_base_manifests():
 def test_base_services_and_probes_per_binary():
     docs = kustomization_resources(K8S / "base")
     kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    for name in ("gateway", "auth"):
+    for name in ("gateway", "auth", "inference"):
         assert ("Deployment", name) in kinds, f"k8s/base has no Deployment {name}"
         assert ("Service", name) in kinds, f"k8s/base has no Service {name}"
     gw = kinds[("Service", "gateway")]["spec"]
     assert gw.get("type", "ClusterIP") == "ClusterIP"
     assert {(p["port"], p.get("targetPort")) for p in gw["ports"]} >= {(80, "http"), (9100, "admin")}
-    auth = kinds[("Service", "auth")]["spec"]
-    assert auth.get("clusterIP") == "None", "Service auth must be headless so the gateway sees every replica"
-    assert 7101 in {p["port"] for p in auth["ports"]}
+    for name, port in (("auth", 7101), ("inference", 7104)):
+        svc = kinds[("Service", name)]["spec"]
+        assert svc.get("clusterIP") == "None", f"Service {name} must be headless so the gateway sees every replica"
+        assert port in {p["port"] for p in svc["ports"]}
+    # The gateway reaches each service by its Service name, on the port it serves.
+    env = base_configmap_literals(K8S / "base")
+    assert env.get("CAIRN_AUTH_ADDR") == "tcp://auth:7101"
+    assert env.get("CAIRN_INFERENCE_ADDR") == "tcp://inference:7104"
+    assert env.get("CAIRN_INFERENCE_LISTEN", "").endswith(":7104")
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")

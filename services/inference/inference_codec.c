@@ -1,0 +1,1116 @@
+/* inference_codec.c — predict and Open Inference Protocol JSON in and out (contract in
+ * inference_codec.h).
+ *
+ * Requests: jansson parses the whole body (duplicate keys refused; it refuses NaN and
+ * Infinity literals, overflowing numbers, invalid UTF-8 and \u0000 by itself), then one
+ * walk checks the shape against the model and writes a dense row-major float matrix,
+ * NaN for missing values, which is what XGBoosterPredictFromDense takes. Every count that
+ * comes from the body (rows, values, shape dimensions, inputs) is checked against the
+ * caps before anything is allocated from it, and before XGBoost could see a wrong width
+ * (which it answers with a C++ check failure, not an error).
+ * Rows given as objects are matched to feature names by position first (clients send
+ * keys in the model's order) and by a hash of the names, built once per call, when that
+ * guess misses: a wide model with shuffled keys stays linear.
+ * Responses are written straight into a cn_buf with %.9g, enough for a float to round
+ * trip; the prediction log gets jansson values instead (infer_rows_json).
+ *
+ * To accept a new OIP datatype, add a row to dtypes[] (and a case to oip_cell if it is
+ * not a number or a boolean). To add a v1 request field, touch infer_v1_parse and
+ * struct infer_v1_req.
+ */
+#include "inference_codec.h"
+
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "err.h"
+#include "inference_model.h"
+#include "util.h"
+
+/* How many feature names an "unknown feature" message lists before "...". */
+#define LIST_NAMES 8
+
+/* ------------------------------------------------------------------ helpers */
+
+static int refuse(struct infer_err *err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records where and what went wrong; returns CN_EINVAL so callers can `return refuse(...)`. */
+static int refuse(struct infer_err *err, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    size_t n = strlen(field);
+
+    /* Paths are built from the body (feature names): cut them, never overflow. */
+    if (n >= sizeof err->field)
+        n = sizeof err->field - 1;
+    memcpy(err->field, field, n);
+    err->field[n] = '\0';
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return CN_EINVAL;
+}
+
+static void caps_get(const struct infer_caps *caps, size_t *rows, size_t *cells)
+{
+    *rows = caps && caps->max_rows ? caps->max_rows : INFER_DEFAULT_MAX_ROWS;
+    *cells = caps && caps->max_cells ? caps->max_cells : INFER_DEFAULT_MAX_CELLS;
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE: return "true";
+    case JSON_FALSE: return "false";
+    case JSON_NULL: return "null";
+    }
+    return "something else";
+}
+
+static bool has_names(const struct infer_meta *meta)
+{
+    return meta->n_feature_names > 0 && meta->n_feature_names == (size_t)meta->num_features &&
+           meta->feature_names != NULL;
+}
+
+static const char *feature_name(const struct infer_meta *meta, size_t i)
+{
+    const char *s = meta->feature_names[i];
+    return s ? s : "";
+}
+
+/* Parses a whole body that must be a JSON object; on failure err says where. */
+static int load_object(const void *body, size_t len, const char *example, json_t **root,
+                       struct infer_err *err)
+{
+    json_error_t jerr;
+
+    *root = NULL;
+    if (body == NULL || len == 0)
+        return refuse(err, "", "empty body; send %s", example);
+    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (*root == NULL)
+        return refuse(err, "", "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                      jerr.text);
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        *root = NULL;
+        return refuse(err, "", "expected a JSON object: %s", example);
+    }
+    return CN_OK;
+}
+
+/* ------------------------------------------------------------------ feature names */
+
+/* Feature name -> column, for rows sent as objects and OIP inputs named per feature. */
+struct names {
+    const struct infer_meta *meta;
+    int32_t *slot; /* open addressing: column + 1, 0 = empty; NULL until needed */
+    size_t mask;
+};
+
+static uint32_t hash_str(const char *s)
+{
+    /* FNV-1a: the table holds only the model's own names, so a client cannot choose
+     * colliding keys to slow it down (an unknown key costs one failed probe run). */
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void names_build(struct names *n)
+{
+    size_t f = (size_t)n->meta->num_features, size = 16;
+
+    while (size < 2 * f)
+        size *= 2;
+    n->slot = cn_calloc(size, sizeof *n->slot);
+    n->mask = size - 1;
+    for (size_t i = 0; i < f; i++) {
+        size_t h = hash_str(feature_name(n->meta, i)) & n->mask;
+        while (n->slot[h] != 0)
+            h = (h + 1) & n->mask;
+        n->slot[h] = (int32_t)i + 1;
+    }
+}
+
+/* Returns the column of feature `key`, or -1. hint is the column expected (the one after
+ * the previous key): clients usually send keys in the model's order. */
+static int names_find(struct names *n, const char *key, size_t hint)
+{
+    size_t f = (size_t)n->meta->num_features;
+
+    if (hint < f && strcmp(feature_name(n->meta, hint), key) == 0)
+        return (int)hint;
+    if (n->slot == NULL)
+        names_build(n);
+    for (size_t h = hash_str(key) & n->mask; n->slot[h] != 0; h = (h + 1) & n->mask) {
+        size_t i = (size_t)n->slot[h] - 1;
+        if (strcmp(feature_name(n->meta, i), key) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void names_fini(struct names *n)
+{
+    free(n->slot);
+    n->slot = NULL;
+}
+
+/* "unknown feature; the model's features are: a, b, c" with at most LIST_NAMES names
+ * and a bounded length, so a model with 10 000 features still gives a short answer. */
+static int refuse_unknown_feature(struct infer_err *err, const char *field,
+                                  const struct infer_meta *meta)
+{
+    char list[160];
+    size_t len = 0, f = (size_t)meta->num_features, i;
+
+    list[0] = '\0';
+    for (i = 0; i < f && i < LIST_NAMES; i++) {
+        const char *s = feature_name(meta, i);
+        size_t n = strlen(s);
+        if (len + n + 2 >= sizeof list - 24)
+            break;
+        if (i > 0) {
+            memcpy(list + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(list + len, s, n);
+        len += n;
+        list[len] = '\0';
+    }
+    if (i < f)
+        snprintf(list + len, sizeof list - len, "%s... (%zu in all)", i > 0 ? ", " : "", f);
+    return refuse(err, field, "unknown feature; the model's features are: %s", list);
+}
+
+/* ------------------------------------------------------------------ rows (v1) */
+
+/* Reads one v1 value into *out; returns NULL, or why it cannot be a model input. */
+static const char *v1_cell(const json_t *v, float *out)
+{
+    switch (json_typeof(v)) {
+    case JSON_INTEGER:
+        *out = (float)json_integer_value(v); /* every long long is within float range */
+        return NULL;
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        /* Checked before the conversion: a double beyond the float range is UB to convert
+         * and would reach XGBoost as infinity. */
+        if (!(fabs(d) <= FLT_MAX))
+            return "number out of range for a float (beyond 3.4e38)";
+        *out = (float)d;
+        return NULL;
+    }
+    case JSON_NULL: *out = NAN; return NULL;
+    case JSON_TRUE: *out = 1.0f; return NULL;
+    case JSON_FALSE: *out = 0.0f; return NULL;
+    case JSON_STRING: return "expected a number or null, got a string";
+    case JSON_ARRAY: return "expected a number or null, got an array";
+    case JSON_OBJECT: return "expected a number or null, got an object";
+    }
+    return "expected a number or null";
+}
+
+/* Checks the row count of n rows of f features against the caps. */
+static int check_rows(size_t n, size_t f, const struct infer_caps *caps, const char *field,
+                      struct infer_err *err)
+{
+    size_t max_rows, max_cells;
+
+    caps_get(caps, &max_rows, &max_cells);
+    if (n == 0)
+        return refuse(err, field, "no rows; send at least one");
+    if (n > max_rows)
+        return refuse(err, field, "at most %zu rows per call", max_rows);
+    if (f > 0 && n > max_cells / f)
+        return refuse(err, field,
+                      "%zu rows of %zu features are more than the %zu values allowed per call", n,
+                      f, max_cells);
+    return CN_OK;
+}
+
+static int array_row(const json_t *row, size_t i, const char *path, size_t f, float *r,
+                     struct infer_err *err)
+{
+    char field[128];
+    size_t w = json_array_size(row);
+
+    if (w != f) {
+        snprintf(field, sizeof field, "%s[%zu]", path, i);
+        return refuse(err, field, "row has %zu values; the model takes %zu features", w, f);
+    }
+    for (size_t j = 0; j < f; j++) {
+        const char *why = v1_cell(json_array_get(row, j), &r[j]);
+        if (why != NULL) {
+            snprintf(field, sizeof field, "%s[%zu][%zu]", path, i, j);
+            return refuse(err, field, "%s", why);
+        }
+    }
+    return CN_OK;
+}
+
+static int object_row(json_t *row, size_t i, const char *path, struct names *names, float *r,
+                      struct infer_err *err)
+{
+    char field[128];
+    const char *key;
+    json_t *v;
+    size_t hint = 0;
+
+    for (size_t j = 0; j < (size_t)names->meta->num_features; j++)
+        r[j] = NAN; /* a feature not given is missing */
+    json_object_foreach(row, key, v) {
+        int k = names_find(names, key, hint);
+        if (k < 0) {
+            snprintf(field, sizeof field, "%s[%zu].%s", path, i, key);
+            return refuse_unknown_feature(err, field, names->meta);
+        }
+        const char *why = v1_cell(v, &r[k]);
+        if (why != NULL) {
+            snprintf(field, sizeof field, "%s[%zu].%s", path, i, key);
+            return refuse(err, field, "%s", why);
+        }
+        hint = (size_t)k + 1;
+    }
+    return CN_OK;
+}
+
+int infer_rows_dense(const json_t *instances, const char *path, const struct infer_meta *meta,
+                     const struct infer_caps *caps, float **x, size_t *nrows, struct infer_err *err)
+{
+    struct infer_err dummy;
+    struct names names = {.meta = meta};
+    char field[128];
+    float *m = NULL;
+    size_t n, f;
+    int rc;
+
+    err = err ? err : &dummy;
+    *x = NULL;
+    *nrows = 0;
+    path = path ? path : "instances";
+    if (meta == NULL || meta->num_features <= 0) {
+        refuse(err, "", "the model's feature count is unknown");
+        return CN_EINTERNAL;
+    }
+    f = (size_t)meta->num_features;
+    if (!json_is_array(instances))
+        return refuse(err, path,
+                      "expected an array of rows, e.g. [[1.5, 0, null], [2.0, 1, 3.25]]");
+    n = json_array_size(instances);
+    if ((rc = check_rows(n, f, caps, path, err)) != CN_OK)
+        return rc;
+
+    m = cn_malloc(n * f * sizeof *m);
+    for (size_t i = 0; i < n; i++) {
+        json_t *row = json_array_get(instances, i);
+        if (json_is_array(row)) {
+            rc = array_row(row, i, path, f, m + i * f, err);
+        } else if (json_is_object(row) && has_names(meta)) {
+            rc = object_row(row, i, path, &names, m + i * f, err);
+        } else if (json_is_object(row)) {
+            snprintf(field, sizeof field, "%s[%zu]", path, i);
+            rc = refuse(err, field, "this model has no feature names; send rows as arrays");
+        } else {
+            snprintf(field, sizeof field, "%s[%zu]", path, i);
+            rc = refuse(err, field, "expected a row (an array of %zu values%s), got %s", f,
+                        has_names(meta) ? " or an object of features" : "", type_name(row));
+        }
+        if (rc != CN_OK)
+            goto out;
+    }
+    *x = m;
+    *nrows = n;
+    m = NULL;
+out:
+    free(m);
+    names_fini(&names);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ v1 request and response */
+
+#define V1_EXAMPLE "{\"instances\": [[1.5, 0, null]]}"
+
+/* Alias names as the registry takes them (^[a-z][a-z0-9_-]*$), and "latest". */
+static bool alias_ok(const char *s, size_t len)
+{
+    if (len == 0 || len >= sizeof((struct infer_v1_req *)0)->alias || s[0] < 'a' || s[0] > 'z')
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int infer_v1_parse(const void *body, size_t len, const struct infer_caps *caps,
+                   struct infer_v1_req *out, struct infer_err *err)
+{
+    struct infer_err dummy;
+    json_t *root = NULL, *v, *instances = NULL;
+    const char *key;
+    int rc;
+
+    err = err ? err : &dummy;
+    memset(out, 0, sizeof *out);
+    if ((rc = load_object(body, len, V1_EXAMPLE, &root, err)) != CN_OK)
+        goto out;
+
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "instances") == 0) {
+            instances = v;
+        } else if (strcmp(key, "version") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > INT_MAX) {
+                rc = refuse(err, "version", "expected a version number (an integer from 1)");
+                goto out;
+            }
+            out->version = (int)json_integer_value(v);
+        } else if (strcmp(key, "alias") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_string(v) || !alias_ok(json_string_value(v), json_string_length(v))) {
+                rc = refuse(
+                    err, "alias",
+                    "expected an alias such as \"production\": a lowercase letter, then lowercase "
+                    "letters, digits, _ or -, at most %zu characters",
+                    sizeof out->alias - 1);
+                goto out;
+            }
+            memcpy(out->alias, json_string_value(v), json_string_length(v) + 1);
+        } else {
+            rc = refuse(err, key, "unknown field; expected instances, version or alias");
+            goto out;
+        }
+    }
+    if (out->version != 0 && out->alias[0] != '\0') {
+        rc = refuse(err, "alias", "give version or alias, not both");
+        goto out;
+    }
+    if (instances == NULL) {
+        rc = refuse(err, "instances", "missing; send the rows to predict: " V1_EXAMPLE);
+        goto out;
+    }
+    if (!json_is_array(instances)) {
+        rc = refuse(err, "instances", "expected an array of rows: " V1_EXAMPLE);
+        goto out;
+    }
+    /* The width is the model's business (infer_rows_dense); the count can be refused now,
+     * before a model is chosen. */
+    if ((rc = check_rows(json_array_size(instances), 0, caps, "instances", err)) != CN_OK)
+        goto out;
+    out->root = root;
+    out->instances = instances;
+    out->nrows = json_array_size(instances);
+    root = NULL;
+out:
+    json_decref(root);
+    if (rc != CN_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+void infer_v1_req_free(struct infer_v1_req *r)
+{
+    if (r == NULL)
+        return;
+    json_decref(r->root);
+    memset(r, 0, sizeof *r);
+}
+
+int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *out, size_t outlen)
+{
+    const json_t *row, *v;
+    size_t n;
+
+    if (r == NULL || r->instances == NULL || name == NULL || out == NULL || outlen == 0)
+        return CN_ENOTFOUND;
+    out[0] = '\0';
+    row = json_array_get(r->instances, 0);
+    if (!json_is_object(row) || (v = json_object_get(row, name)) == NULL)
+        return CN_ENOTFOUND;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        n = json_string_length(v);
+        n = n < outlen - 1 ? n : outlen - 1;
+        memcpy(out, json_string_value(v), n);
+        out[n] = '\0';
+        return CN_OK;
+    case JSON_INTEGER:
+        snprintf(out, outlen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return CN_OK;
+    case JSON_REAL: snprintf(out, outlen, "%.17g", json_real_value(v)); return CN_OK;
+    case JSON_TRUE: snprintf(out, outlen, "true"); return CN_OK;
+    case JSON_FALSE: snprintf(out, outlen, "false"); return CN_OK;
+    default: return CN_ENOTFOUND;
+    }
+}
+
+/* Appends v so that it reads back as the same float; null when it is not finite (JSON
+ * has no NaN). Written in place: this runs once per prediction value. */
+static void put_float(struct cn_buf *b, float v)
+{
+    if (!isfinite(v)) {
+        cn_buf_append(b, "null", 4);
+        return;
+    }
+    cn_buf_reserve(b, 32);
+    int n = snprintf(b->data + b->len, b->cap - b->len, "%.9g", (double)v);
+    b->len += (size_t)n;
+}
+
+/* One number per row, or a list of `outputs` per row (flat = false); always flat when
+ * flat is true (OIP data). */
+static void put_preds(struct cn_buf *b, const float *p, size_t nrows, int outputs, bool flat)
+{
+    size_t k = outputs > 1 ? (size_t)outputs : 1;
+
+    cn_buf_reserve(b, nrows * k * 12 + 2);
+    cn_buf_putc(b, '[');
+    for (size_t i = 0; i < nrows; i++) {
+        if (i > 0)
+            cn_buf_putc(b, ',');
+        if (k == 1) {
+            put_float(b, p[i]);
+            continue;
+        }
+        if (!flat)
+            cn_buf_putc(b, '[');
+        for (size_t j = 0; j < k; j++) {
+            if (j > 0)
+                cn_buf_putc(b, ',');
+            put_float(b, p[i * k + j]);
+        }
+        if (!flat)
+            cn_buf_putc(b, ']');
+    }
+    cn_buf_putc(b, ']');
+}
+
+static void put_str(struct cn_buf *b, const char *s)
+{
+    s = s ? s : "";
+    cn_buf_json_str(b, s, strlen(s));
+}
+
+void infer_v1_response(struct cn_buf *out, const float *pred, size_t nrows, int outputs,
+                       const char *model, int version, const char *variant, const char *request_id)
+{
+    cn_buf_puts(out, "{\"predictions\":");
+    put_preds(out, pred, nrows, outputs, false);
+    cn_buf_puts(out, ",\"model\":");
+    put_str(out, model);
+    cn_buf_printf(out, ",\"model_version\":%d,\"variant\":", version);
+    put_str(out, variant);
+    cn_buf_puts(out, ",\"request_id\":");
+    put_str(out, request_id);
+    cn_buf_putc(out, '}');
+}
+
+/* ------------------------------------------------------------------ Open Inference Protocol */
+
+#define OIP_EXAMPLE                                                                               \
+    "{\"inputs\": [{\"name\": \"input-0\", \"shape\": [1, F], \"datatype\": \"FP32\", \"data\": " \
+    "[...]}]}"
+
+enum dkind { D_FLOAT, D_INT, D_BOOL };
+
+/* Integers are range-checked as doubles: lo and lim (the largest value + 1) are exact. */
+static const struct dtype {
+    const char *name;
+    enum dkind kind;
+    double lo, lim;
+    const char *range;
+} dtypes[] = {
+    {"FP32", D_FLOAT, 0, 0, NULL},
+    {"FP64", D_FLOAT, 0, 0, NULL},
+    {"INT8", D_INT, -128.0, 128.0, "-128 to 127"},
+    {"INT16", D_INT, -32768.0, 32768.0, "-32768 to 32767"},
+    {"INT32", D_INT, -2147483648.0, 2147483648.0, "-2147483648 to 2147483647"},
+    {"INT64", D_INT, -0x1p63, 0x1p63, "-9223372036854775808 to 9223372036854775807"},
+    {"UINT8", D_INT, 0, 256.0, "0 to 255"},
+    {"UINT16", D_INT, 0, 65536.0, "0 to 65535"},
+    {"UINT32", D_INT, 0, 4294967296.0, "0 to 4294967295"},
+    {"UINT64", D_INT, 0, 0x1p64, "0 to 18446744073709551615"},
+    {"BOOL", D_BOOL, 0, 0, NULL},
+};
+
+static const struct dtype *dtype_find(const char *s)
+{
+    for (size_t i = 0; i < CN_ARRAY_LEN(dtypes); i++)
+        if (strcmp(dtypes[i].name, s) == 0)
+            return &dtypes[i];
+    return NULL;
+}
+
+/* Reads one value of datatype dt into *out; 0, or -1 with why filled. */
+static int oip_cell(const json_t *v, const struct dtype *dt, float *out, char *why, size_t whylen)
+{
+    double d;
+
+    switch (dt->kind) {
+    case D_BOOL:
+        if (json_is_boolean(v)) {
+            *out = json_is_true(v) ? 1.0f : 0.0f;
+            return 0;
+        }
+        snprintf(why, whylen, "BOOL takes true or false, got %s", type_name(v));
+        return -1;
+    case D_FLOAT:
+        if (json_is_null(v)) {
+            *out = NAN; /* JSON has no NaN: null is the missing value */
+            return 0;
+        }
+        if (!json_is_number(v)) {
+            snprintf(why, whylen, "expected a number (or null for a missing value), got %s",
+                     type_name(v));
+            return -1;
+        }
+        d = json_number_value(v);
+        if (!(fabs(d) <= FLT_MAX)) {
+            snprintf(why, whylen, "number out of range for a float (beyond 3.4e38)");
+            return -1;
+        }
+        *out = (float)d;
+        return 0;
+    case D_INT:
+        if (json_is_integer(v)) {
+            json_int_t i = json_integer_value(v);
+            bool ok;
+            /* Every json_int_t fits INT64. For the narrower types the double compare is
+             * exact enough: rounding a huge value cannot bring it back within 32 bits. */
+            if (dt->lim == 0x1p63)
+                ok = true;
+            else if (dt->lim == 0x1p64)
+                ok = i >= 0;
+            else
+                ok = (double)i >= dt->lo && (double)i < dt->lim;
+            if (ok) {
+                *out = (float)i;
+                return 0;
+            }
+            snprintf(why, whylen, "%" JSON_INTEGER_FORMAT " is out of range for %s (%s)", i,
+                     dt->name, dt->range);
+            return -1;
+        }
+        if (!json_is_real(v)) {
+            snprintf(why, whylen, "%s takes whole numbers, got %s", dt->name, type_name(v));
+            return -1;
+        }
+        d = json_real_value(v);
+        if (d != floor(d)) {
+            snprintf(why, whylen, "%s takes whole numbers, got %.17g", dt->name, d);
+            return -1;
+        }
+        if (!(d >= dt->lo && d < dt->lim)) {
+            snprintf(why, whylen, "%.17g is out of range for %s (%s)", d, dt->name, dt->range);
+            return -1;
+        }
+        *out = (float)d;
+        return 0;
+    }
+    snprintf(why, whylen, "unsupported datatype");
+    return -1;
+}
+
+/* One input of the request, as read from its header. */
+struct input {
+    const char *name;
+    const json_t *data;
+    const struct dtype *dt;
+    json_int_t dims[2];
+    size_t rank;
+};
+
+static void shape_text(const struct input *in, char *out, size_t outlen)
+{
+    if (in->rank == 1)
+        snprintf(out, outlen, "[%" JSON_INTEGER_FORMAT "]", in->dims[0]);
+    else
+        snprintf(out, outlen, "[%" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT "]", in->dims[0],
+                 in->dims[1]);
+}
+
+static int parse_shape(const json_t *s, const char *field, struct input *in, struct infer_err *err)
+{
+    size_t n = json_array_size(s);
+
+    if (!json_is_array(s) || n == 0)
+        return refuse(
+            err, field,
+            "expected a list of one or two dimensions: [N, F] for N rows, or [F] for one");
+    if (n > 2)
+        return refuse(err, field,
+                      "this model takes 2-D input: use [N, F] for N rows, or [F] for one");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *d = json_array_get(s, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return refuse(err, field,
+                          "dimensions must be whole numbers from 0 (no -1 in a request)");
+        in->dims[i] = json_integer_value(d);
+    }
+    in->rank = n;
+    return CN_OK;
+}
+
+/* Reads the header of inputs[i] (every key but the data's values). */
+static int parse_input(const json_t *obj, size_t i, struct input *in, struct infer_err *err)
+{
+    char field[128];
+    const json_t *shape = NULL, *dtype = NULL;
+    const char *key;
+    json_t *v;
+    int rc;
+
+    memset(in, 0, sizeof *in);
+    snprintf(field, sizeof field, "inputs[%zu]", i);
+    if (!json_is_object(obj))
+        return refuse(err, field,
+                      "expected an object: {\"name\", \"shape\", \"datatype\", \"data\"}");
+    json_object_foreach((json_t *)obj, key, v) {
+        if (strcmp(key, "name") == 0) {
+            if (!json_is_string(v)) {
+                snprintf(field, sizeof field, "inputs[%zu].name", i);
+                return refuse(err, field, "expected a string");
+            }
+            in->name = json_string_value(v);
+        } else if (strcmp(key, "shape") == 0) {
+            shape = v;
+        } else if (strcmp(key, "datatype") == 0) {
+            dtype = v;
+        } else if (strcmp(key, "data") == 0) {
+            in->data = v;
+        } else if (strcmp(key, "parameters") == 0) {
+            if (!json_is_object(v) && !json_is_null(v)) {
+                snprintf(field, sizeof field, "inputs[%zu].parameters", i);
+                return refuse(err, field, "expected an object");
+            }
+        } else {
+            snprintf(field, sizeof field, "inputs[%zu].%s", i, key);
+            return refuse(err, field,
+                          "unknown field; expected name, shape, datatype, parameters or data");
+        }
+    }
+    if (in->name == NULL) {
+        snprintf(field, sizeof field, "inputs[%zu].name", i);
+        return refuse(err, field,
+                      "missing; name the input (any name for one input of shape [N, F], "
+                      "the feature's name for one input per feature)");
+    }
+    snprintf(field, sizeof field, "inputs[%zu].shape", i);
+    if (shape == NULL)
+        return refuse(err, field, "missing; give [N, F] for N rows of F features");
+    if ((rc = parse_shape(shape, field, in, err)) != CN_OK)
+        return rc;
+    snprintf(field, sizeof field, "inputs[%zu].datatype", i);
+    if (!json_is_string(dtype))
+        return refuse(err, field, "%s; give one of FP32, FP64, INT8..INT64, UINT8..UINT64, BOOL",
+                      dtype == NULL ? "missing" : "expected a string");
+    in->dt = dtype_find(json_string_value(dtype));
+    if (in->dt == NULL) {
+        const char *s = json_string_value(dtype);
+        if (strcmp(s, "BYTES") == 0)
+            return refuse(
+                err, field,
+                "BYTES is not supported: the model takes numbers (FP32, FP64, INT*, UINT*, BOOL)");
+        if (strcmp(s, "FP16") == 0 || strcmp(s, "BF16") == 0)
+            return refuse(err, field, "%s is not supported; send FP32 or FP64", s);
+        return refuse(err, field,
+                      "unknown datatype; give one of FP32, FP64, INT8, INT16, INT32, INT64, UINT8, "
+                      "UINT16, UINT32, UINT64, BOOL");
+    }
+    snprintf(field, sizeof field, "inputs[%zu].data", i);
+    if (in->data == NULL)
+        return refuse(err, field,
+                      "missing; send the values in data (binary tensor data is not supported)");
+    if (!json_is_array(in->data))
+        return refuse(err, field, "expected an array of values, flat or nested by the shape");
+    return CN_OK;
+}
+
+/* Writes the data of input i (rows x cols values, row-major by its shape) into the matrix
+ * x of width f: value (r, c) goes to x[r * f + col0 + c]. data is flat (rows * cols
+ * values) or, for a 2-D shape, nested (rows arrays of cols values). */
+static int read_data(const struct input *in, size_t i, size_t rows, size_t cols, float *x, size_t f,
+                     size_t col0, struct infer_err *err)
+{
+    char field[128], why[160], shape[64];
+    size_t n = json_array_size(in->data);
+    bool nested = in->rank == 2 && n > 0 && json_is_array(json_array_get(in->data, 0));
+
+    shape_text(in, shape, sizeof shape);
+    if (!nested) {
+        if (n != rows * cols) {
+            snprintf(field, sizeof field, "inputs[%zu].data", i);
+            return refuse(err, field, "data has %zu values; shape %s needs %zu", n, shape,
+                          rows * cols);
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (oip_cell(json_array_get(in->data, k), in->dt, &x[(k / cols) * f + col0 + k % cols],
+                         why, sizeof why) != 0) {
+                snprintf(field, sizeof field, "inputs[%zu].data[%zu]", i, k);
+                return refuse(err, field, "%s", why);
+            }
+        }
+        return CN_OK;
+    }
+    if (n != rows) {
+        snprintf(field, sizeof field, "inputs[%zu].data", i);
+        return refuse(err, field, "data has %zu rows; shape %s needs %zu", n, shape, rows);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const json_t *row = json_array_get(in->data, r);
+        if (!json_is_array(row) || json_array_size(row) != cols) {
+            snprintf(field, sizeof field, "inputs[%zu].data[%zu]", i, r);
+            return refuse(err, field, "expected an array of %zu values (shape %s), got %s%s", cols,
+                          shape, json_is_array(row) ? "one of " : "",
+                          json_is_array(row) ? "another length" : type_name(row));
+        }
+        for (size_t c = 0; c < cols; c++) {
+            if (oip_cell(json_array_get(row, c), in->dt, &x[r * f + col0 + c], why, sizeof why) !=
+                0) {
+                snprintf(field, sizeof field, "inputs[%zu].data[%zu][%zu]", i, r, c);
+                return refuse(err, field, "%s", why);
+            }
+        }
+    }
+    return CN_OK;
+}
+
+static int parse_outputs(const json_t *outputs, struct infer_err *err)
+{
+    char field[128];
+    const char *key;
+    json_t *v;
+
+    if (json_is_null(outputs))
+        return CN_OK;
+    if (!json_is_array(outputs))
+        return refuse(err, "outputs", "expected an array: [{\"name\": \"predict\"}]");
+    for (size_t i = 0; i < json_array_size(outputs); i++) {
+        json_t *o = json_array_get(outputs, i);
+        bool named = false;
+        snprintf(field, sizeof field, "outputs[%zu]", i);
+        if (!json_is_object(o))
+            return refuse(err, field, "expected an object: {\"name\": \"predict\"}");
+        json_object_foreach(o, key, v) {
+            if (strcmp(key, "name") == 0) {
+                snprintf(field, sizeof field, "outputs[%zu].name", i);
+                if (!json_is_string(v) || strcmp(json_string_value(v), "predict") != 0)
+                    return refuse(err, field,
+                                  "unknown output; this model has one output, \"predict\"");
+                named = true;
+            } else if (strcmp(key, "parameters") == 0) {
+                if (!json_is_object(v) && !json_is_null(v)) {
+                    snprintf(field, sizeof field, "outputs[%zu].parameters", i);
+                    return refuse(err, field, "expected an object");
+                }
+            } else {
+                snprintf(field, sizeof field, "outputs[%zu].%s", i, key);
+                return refuse(err, field, "unknown field; expected name or parameters");
+            }
+        }
+        if (!named) {
+            snprintf(field, sizeof field, "outputs[%zu].name", i);
+            return refuse(err, field, "missing; the model's one output is \"predict\"");
+        }
+    }
+    return CN_OK;
+}
+
+/* Maps each of the f inputs (one per feature) to its column in col[], checking names
+ * (all known, none twice) and that they agree on the row count. */
+static int per_feature(const struct input *ins, size_t f, const struct infer_meta *meta,
+                       size_t *col, size_t *rows, struct infer_err *err)
+{
+    struct names names = {.meta = meta};
+    char field[128], shape[64];
+    size_t *owner = cn_calloc(f, sizeof *owner); /* input index + 1 per column */
+    int rc = CN_OK;
+
+    for (size_t i = 0; i < f; i++) {
+        const struct input *in = &ins[i];
+        int k = names_find(&names, in->name, i);
+        if (k < 0) {
+            snprintf(field, sizeof field, "inputs[%zu].name", i);
+            rc = refuse_unknown_feature(err, field, meta);
+            goto out;
+        }
+        if (owner[k] != 0) {
+            snprintf(field, sizeof field, "inputs[%zu].name", i);
+            rc = refuse(err, field,
+                        "feature given twice (also by inputs[%zu]); send each feature once",
+                        owner[k] - 1);
+            goto out;
+        }
+        owner[k] = i + 1;
+        col[i] = (size_t)k;
+        snprintf(field, sizeof field, "inputs[%zu].shape", i);
+        shape_text(in, shape, sizeof shape);
+        if (in->rank == 2 && in->dims[1] != 1) {
+            rc =
+                refuse(err, field, "shape %s: an input per feature has shape [N] or [N, 1]", shape);
+            goto out;
+        }
+        if (i > 0 && in->dims[0] != ins[0].dims[0]) {
+            rc = refuse(err, field,
+                        "shape %s has a different row count from inputs[0] (%" JSON_INTEGER_FORMAT
+                        ")",
+                        shape, ins[0].dims[0]);
+            goto out;
+        }
+    }
+    *rows = (size_t)ins[0].dims[0];
+out:
+    free(owner);
+    names_fini(&names);
+    return rc;
+}
+
+int infer_oip_parse(const void *body, size_t len, const struct infer_meta *meta,
+                    const struct infer_caps *caps, float **x, size_t *nrows, char **id,
+                    struct infer_err *err)
+{
+    struct infer_err dummy;
+    json_t *root = NULL, *inputs = NULL, *outputs = NULL, *v;
+    const char *key, *idv = NULL;
+    struct input *ins = NULL;
+    size_t *col = NULL, n_in, f, rows = 0;
+    const char *field = "inputs[0].shape";
+    char shape[64];
+    float *m = NULL;
+    bool by_feature;
+    int rc;
+
+    err = err ? err : &dummy;
+    *x = NULL;
+    *nrows = 0;
+    *id = NULL;
+    if (meta == NULL || meta->num_features <= 0) {
+        refuse(err, "", "the model's feature count is unknown");
+        return CN_EINTERNAL;
+    }
+    f = (size_t)meta->num_features;
+    if ((rc = load_object(body, len, OIP_EXAMPLE, &root, err)) != CN_OK)
+        goto out;
+
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "id") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_string(v) || json_string_length(v) > INFER_MAX_ID) {
+                rc = refuse(err, "id", "expected a string of at most %d bytes", INFER_MAX_ID);
+                goto out;
+            }
+            idv = json_string_value(v);
+        } else if (strcmp(key, "parameters") == 0) {
+            if (!json_is_object(v) && !json_is_null(v)) {
+                rc = refuse(err, "parameters", "expected an object");
+                goto out;
+            }
+        } else if (strcmp(key, "inputs") == 0) {
+            inputs = v;
+        } else if (strcmp(key, "outputs") == 0) {
+            outputs = v;
+        } else {
+            rc = refuse(err, key, "unknown field; expected id, parameters, inputs or outputs");
+            goto out;
+        }
+    }
+    if (inputs == NULL || !json_is_array(inputs) || json_array_size(inputs) == 0) {
+        rc = refuse(err, "inputs", "%s; send %s",
+                    inputs == NULL ? "missing" : "expected a non-empty array", OIP_EXAMPLE);
+        goto out;
+    }
+    if (outputs != NULL && (rc = parse_outputs(outputs, err)) != CN_OK)
+        goto out;
+
+    /* The form is decided by the count, so that a hostile count is refused before it
+     * sizes anything: one input is the whole matrix, F inputs are one per feature. */
+    n_in = json_array_size(inputs);
+    if (n_in > 1 && !has_names(meta)) {
+        rc = refuse(err, "inputs",
+                    "this model has no feature names; send one input of shape [N, %zu]", f);
+        goto out;
+    }
+    if (n_in > 1 && n_in != f) {
+        rc = refuse(
+            err, "inputs",
+            "got %zu inputs; send one input of shape [N, %zu], or one input per feature (%zu)",
+            n_in, f, f);
+        goto out;
+    }
+    ins = cn_calloc(n_in, sizeof *ins);
+    for (size_t i = 0; i < n_in; i++)
+        if ((rc = parse_input(json_array_get(inputs, i), i, &ins[i], err)) != CN_OK)
+            goto out;
+    /* A model of one feature named like the one input: that is one input per feature. */
+    by_feature =
+        n_in > 1 || (f == 1 && has_names(meta) && strcmp(ins[0].name, feature_name(meta, 0)) == 0);
+
+    col = cn_calloc(n_in, sizeof *col);
+    if (by_feature) {
+        if ((rc = per_feature(ins, n_in, meta, col, &rows, err)) != CN_OK)
+            goto out;
+    } else {
+        shape_text(&ins[0], shape, sizeof shape);
+        if (ins[0].rank == 1 && (size_t)ins[0].dims[0] != f) {
+            rc = refuse(err, field,
+                        "shape %s is one row of %" JSON_INTEGER_FORMAT
+                        " values; the model takes %zu features (use [N, %zu] for N rows)",
+                        shape, ins[0].dims[0], f, f);
+            goto out;
+        }
+        if (ins[0].rank == 2 && (size_t)ins[0].dims[1] != f) {
+            rc = refuse(err, field, "shape %s: the model takes %zu features, so use [N, %zu]",
+                        shape, f, f);
+            goto out;
+        }
+        rows = ins[0].rank == 1 ? 1 : (size_t)ins[0].dims[0];
+    }
+    if ((rc = check_rows(rows, f, caps, field, err)) != CN_OK)
+        goto out;
+
+    m = cn_malloc(rows * f * sizeof *m);
+    for (size_t i = 0; i < n_in; i++) {
+        rc = by_feature ? read_data(&ins[i], i, rows, 1, m, f, col[i], err)
+                        : read_data(&ins[i], i, rows, f, m, f, 0, err);
+        if (rc != CN_OK)
+            goto out;
+    }
+    *x = m;
+    *nrows = rows;
+    *id = idv ? cn_strdup(idv) : NULL;
+    m = NULL;
+out:
+    free(m);
+    free(col);
+    free(ins);
+    json_decref(root);
+    return rc;
+}
+
+void infer_oip_response(struct cn_buf *out, const char *model, int version, const char *id,
+                        const float *pred, size_t nrows, int outputs)
+{
+    cn_buf_puts(out, "{\"model_name\":");
+    put_str(out, model);
+    cn_buf_printf(out, ",\"model_version\":\"%d\"", version);
+    if (id != NULL) {
+        cn_buf_puts(out, ",\"id\":");
+        put_str(out, id);
+    }
+    cn_buf_puts(out, ",\"outputs\":[{\"name\":\"predict\",\"datatype\":\"FP32\",\"shape\":");
+    if (outputs > 1)
+        cn_buf_printf(out, "[%zu,%d]", nrows, outputs);
+    else
+        cn_buf_printf(out, "[%zu]", nrows);
+    cn_buf_puts(out, ",\"data\":");
+    put_preds(out, pred, nrows, outputs, true);
+    cn_buf_puts(out, "}]}");
+}
+
+void infer_oip_model_metadata(struct cn_buf *out, const char *model, const int *versions,
+                              size_t nversions, const struct infer_meta *meta)
+{
+    cn_buf_puts(out, "{\"name\":");
+    put_str(out, model);
+    cn_buf_puts(out, ",\"versions\":[");
+    for (size_t i = 0; i < nversions; i++)
+        cn_buf_printf(out, "%s\"%d\"", i > 0 ? "," : "", versions[i]);
+    cn_buf_puts(out, "],\"platform\":\"xgboost\",\"inputs\":[");
+    if (meta != NULL)
+        cn_buf_printf(out, "{\"name\":\"input-0\",\"datatype\":\"FP32\",\"shape\":[-1,%d]}",
+                      meta->num_features);
+    cn_buf_puts(out, "],\"outputs\":[");
+    if (meta != NULL && meta->outputs > 1)
+        cn_buf_printf(out, "{\"name\":\"predict\",\"datatype\":\"FP32\",\"shape\":[-1,%d]}",
+                      meta->outputs);
+    else if (meta != NULL)
+        cn_buf_puts(out, "{\"name\":\"predict\",\"datatype\":\"FP32\",\"shape\":[-1]}");
+    cn_buf_puts(out, "]}");
+}
+
+void infer_oip_server_metadata(struct cn_buf *out, const char *version)
+{
+    cn_buf_puts(out, "{\"name\":\"cairn-inference\",\"version\":");
+    put_str(out, version);
+    cn_buf_puts(out, ",\"extensions\":[]}");
+}
+
+/* ------------------------------------------------------------------ prediction log */
+
+/* jansson answers NULL on out of memory; like cn_malloc, that ends the process. */
+static json_t *must(json_t *j)
+{
+    if (j == NULL) {
+        fputs("inference_codec: out of memory\n", stderr);
+        abort();
+    }
+    return j;
+}
+
+static void append(json_t *a, json_t *v)
+{
+    if (json_array_append_new(a, must(v)) != 0) {
+        fputs("inference_codec: out of memory\n", stderr);
+        abort();
+    }
+}
+
+/* A float as JSON: a real (the float's exact value as a double), or null. */
+static json_t *float_json(float v) { return isfinite(v) ? json_real((double)v) : json_null(); }
+
+json_t *infer_rows_json(const float *x, size_t nrows, size_t ncols)
+{
+    json_t *rows = must(json_array());
+
+    for (size_t i = 0; i < nrows; i++) {
+        json_t *row = must(json_array());
+        for (size_t j = 0; j < ncols; j++)
+            append(row, float_json(x[i * ncols + j]));
+        append(rows, row);
+    }
+    return rows;
+}
+
+json_t *infer_preds_json(const float *pred, size_t nrows, int outputs)
+{
+    json_t *preds = must(json_array());
+    size_t k = outputs > 1 ? (size_t)outputs : 1;
+
+    for (size_t i = 0; i < nrows; i++) {
+        if (k == 1) {
+            append(preds, float_json(pred[i]));
+            continue;
+        }
+        json_t *row = must(json_array());
+        for (size_t j = 0; j < k; j++)
+            append(row, float_json(pred[i * k + j]));
+        append(preds, row);
+    }
+    return preds;
+}

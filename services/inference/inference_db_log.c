@@ -1,0 +1,220 @@
+/* inference_db_log.c — all SQL of the prediction log and of the live drift counts
+ * (tables inference.predictions and inference.drift_counts, migrations/001_init.sql).
+ *
+ *   infer_db_log_insert   one multi-row INSERT per batch of logged predictions
+ *   infer_db_drift_add    one upsert per (model, version) and flush, adding element-wise
+ *   infer_db_drift_sum    a window of minutes summed per feature, for the drift report
+ *
+ * Every statement is parameterised; the SQL text carries only placeholders, never data.
+ * drift_counts keeps a pseudo-feature -1 per (model, version, minute) whose single count
+ * is the number of rows observed, so the report can say how many rows it covers even
+ * when features are missing in some of them. To change the schema of these tables,
+ * change this file and migrations/ together.
+ */
+#include "inference_log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+#include "err.h"
+#include "pg.h"
+#include "util.h"
+
+#define LOG_COLS 10       /* parameters per predictions row */
+#define LOG_MAX_ROWS 1000 /* 10 000 parameters: far below libpq's 65 535 */
+
+/* --- the prediction log --- */
+
+/* Text of one JSON value for a jsonb parameter (malloc'd), or NULL for SQL NULL. */
+static char *json_text(const json_t *j)
+{
+    if (j == NULL)
+        return NULL;
+    return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+{
+    struct cn_buf sql = {0};
+    const char **params = NULL;
+    char(*nums)[3][24] = NULL; /* at, version, latency of each row, as text */
+    char **json = NULL;        /* inputs, outputs of each row (json_dumps'd) */
+    int rc;
+
+    if (n == 0 || n > LOG_MAX_ROWS)
+        return CN_EINVAL;
+    params = cn_calloc(n * LOG_COLS, sizeof *params);
+    nums = cn_calloc(n, sizeof *nums);
+    json = cn_calloc(n * 2, sizeof *json);
+
+    cn_buf_puts(&sql, "INSERT INTO inference.predictions(request_id, at, model, version, variant, "
+                      "inputs, outputs, latency_us, status, error) VALUES ");
+    for (size_t i = 0; i < n; i++) {
+        const struct infer_log_entry *e = rows[i];
+        const char **p = params + i * LOG_COLS;
+        size_t b = i * LOG_COLS;
+
+        snprintf(nums[i][0], sizeof nums[i][0], "%" PRId64, e->at_ms);
+        snprintf(nums[i][1], sizeof nums[i][1], "%d", e->version);
+        snprintf(nums[i][2], sizeof nums[i][2], "%d", e->latency_us);
+        json[2 * i] = json_text(e->inputs);
+        json[2 * i + 1] = json_text(e->outputs);
+        p[0] = e->request_id;
+        p[1] = nums[i][0];
+        p[2] = e->model;
+        p[3] = nums[i][1];
+        p[4] = e->variant;
+        p[5] = json[2 * i];
+        p[6] = json[2 * i + 1];
+        p[7] = nums[i][2];
+        p[8] = e->ok ? "ok" : "error";
+        p[9] = e->error;
+        /* Milliseconds over 1000.0 is numeric division: exact to the millisecond. */
+        cn_buf_printf(&sql,
+                      "%s($%zu, to_timestamp($%zu::bigint / 1000.0), $%zu, $%zu::int, $%zu, "
+                      "$%zu::jsonb, $%zu::jsonb, $%zu::int, $%zu, $%zu)",
+                      i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9,
+                      b + 10);
+    }
+    rc = cn_pg_exec(pg, sql.data, (int)(n * LOG_COLS), params, NULL);
+
+    for (size_t i = 0; i < n * 2; i++)
+        free(json[i]);
+    free(json);
+    free(nums);
+    free(params);
+    cn_buf_free(&sql);
+    return rc;
+}
+
+/* --- live drift counts --- */
+
+int infer_db_drift_add(struct cn_pg *pg, const char *model, int version, int64_t minute_s, size_t n,
+                       const int *features, const int64_t *const *counts, const size_t *lens)
+{
+    /* The arrays differ in length per feature, so they travel as a text[] of bigint[]
+     * literals ("{\"{1,2}\",\"{3}\"}"), cast back per row. The merge adds element by
+     * element (a missing element counts 0), so replicas may flush in any order. */
+    static const char sql[] =
+        "INSERT INTO inference.drift_counts AS d (model, version, minute, feature, counts) "
+        "SELECT $1, $2::int, to_timestamp($3::bigint), u.f, u.c::bigint[] "
+        "FROM unnest($4::int[], $5::text[]) AS u(f, c) "
+        "ON CONFLICT (model, version, minute, feature) DO UPDATE SET counts = ("
+        "SELECT array_agg(coalesce(a.x, 0) + coalesce(a.y, 0) ORDER BY a.i) "
+        "FROM unnest(d.counts, EXCLUDED.counts) WITH ORDINALITY AS a(x, y, i))";
+    struct cn_buf feats = {0}, arrs = {0};
+    char vbuf[16], mbuf[24];
+    const char *params[5];
+    int rc;
+
+    if (n == 0)
+        return CN_OK;
+    cn_buf_putc(&feats, '{');
+    cn_buf_putc(&arrs, '{');
+    for (size_t i = 0; i < n; i++) {
+        cn_buf_printf(&feats, "%s%d", i ? "," : "", features[i]);
+        cn_buf_puts(&arrs, i ? ",\"{" : "\"{");
+        for (size_t k = 0; k < lens[i]; k++)
+            cn_buf_printf(&arrs, "%s%" PRId64, k ? "," : "", counts[i][k]);
+        cn_buf_puts(&arrs, "}\"");
+    }
+    cn_buf_putc(&feats, '}');
+    cn_buf_putc(&arrs, '}');
+    snprintf(vbuf, sizeof vbuf, "%d", version);
+    snprintf(mbuf, sizeof mbuf, "%" PRId64, minute_s);
+    params[0] = model;
+    params[1] = vbuf;
+    params[2] = mbuf;
+    params[3] = feats.data;
+    params[4] = arrs.data;
+    rc = cn_pg_exec(pg, sql, 5, params, NULL);
+    cn_buf_free(&feats);
+    cn_buf_free(&arrs);
+    return rc;
+}
+
+/* Parses a bigint[] in Postgres text form ("{1,2,3}") into out[0 .. cap). Returns the
+ * number of elements, or -1 when it is malformed or longer than cap. */
+static long parse_bigint_array(const char *s, int64_t *out, size_t cap)
+{
+    size_t n = 0;
+    char *end;
+
+    if (*s++ != '{')
+        return -1;
+    if (*s == '}')
+        return 0;
+    for (;;) {
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (end == s || errno != 0 || n >= cap)
+            return -1;
+        out[n++] = v;
+        if (*end == '}')
+            return (long)n;
+        if (*end != ',')
+            return -1;
+        s = end + 1;
+    }
+}
+
+int infer_db_drift_sum(struct cn_pg *pg, const char *model, int version, int64_t since_s,
+                       size_t nfeatures, const size_t *nbins, int64_t *const *counts, int64_t *rows)
+{
+    /* Summed in the database: one row per feature and array length, whatever the
+     * number of minutes and replicas. Arrays of another length than the reference's
+     * bins (written under a reference that changed since) sum apart, and the length
+     * check below leaves them out. */
+    static const char sql[] =
+        "SELECT feature, array_agg(s ORDER BY i)::text FROM ("
+        "SELECT d.feature, cardinality(d.counts) AS len, u.i, sum(u.c)::bigint AS s "
+        "FROM inference.drift_counts d, unnest(d.counts) WITH ORDINALITY AS u(c, i) "
+        "WHERE d.model = $1 AND d.version = $2::int AND d.minute >= to_timestamp($3::bigint) "
+        "GROUP BY d.feature, len, u.i) t GROUP BY feature, len ORDER BY feature";
+    char vbuf[16], sbuf[24];
+    const char *params[3] = {model, vbuf, sbuf};
+    PGresult *res = NULL;
+    size_t maxbins = 1;
+    int64_t *tmp = NULL;
+    int rc;
+
+    *rows = 0;
+    snprintf(vbuf, sizeof vbuf, "%d", version);
+    snprintf(sbuf, sizeof sbuf, "%" PRId64, since_s);
+    rc = cn_pg_exec(pg, sql, 3, params, &res);
+    if (rc != CN_OK)
+        goto out;
+    for (size_t f = 0; f < nfeatures; f++)
+        if (nbins[f] > maxbins)
+            maxbins = nbins[f];
+    tmp = cn_malloc(maxbins * sizeof *tmp);
+    for (int r = 0; r < PQntuples(res); r++) {
+        long long feature;
+        long len;
+
+        if (cn_parse_int(PQgetvalue(res, r, 0), -1, (long long)nfeatures - 1, &feature) != CN_OK)
+            continue;
+        len = parse_bigint_array(PQgetvalue(res, r, 1), tmp, maxbins);
+        if (feature == -1) {
+            if (len == 1)
+                *rows += tmp[0];
+            continue;
+        }
+        if (len < 0 || (size_t)len != nbins[feature])
+            continue;
+        for (long k = 0; k < len; k++)
+            counts[feature][k] += tmp[k];
+    }
+out:
+    free(tmp);
+    PQclear(res);
+    return rc;
+}

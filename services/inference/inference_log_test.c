@@ -1,0 +1,397 @@
+/* inference_log_test.c — unit tests for the prediction log (inference_log.c): the queue
+ * is bounded and a full one drops and counts without blocking, every entry is freed
+ * (ASan), the writer batches in order, keeps rows queued while the database is down and
+ * writes them when it is back, isolates a row the database refuses, and stop drains
+ * within its deadline. The insert is faked through the file's seam; with CAIRN_PG_DSN
+ * set (scripts/stack) one case writes real rows to inference.predictions and reads them
+ * back, else it skips. Includes the .c to reach the queue.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "inference_log.c"
+
+extern const struct cn_migration inference_migrations[];
+extern const unsigned inference_migrations_count;
+
+/* --- helpers --- */
+
+/* What the fake insert saw; it runs on the writer thread. */
+static struct {
+    pthread_mutex_t mu;
+    int entered;     /* calls begun */
+    int calls;       /* calls done */
+    int batches[64]; /* size of each call that succeeded */
+    int nbatches;
+    char ids[256][129]; /* request ids written, in order */
+    int nids;
+    int unavailable;  /* the next calls fail with CN_EUNAVAIL */
+    int64_t sleep_ms; /* each call takes this long */
+} fake = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int fake_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+{
+    int rc = CN_OK;
+
+    (void)pg;
+    pthread_mutex_lock(&fake.mu);
+    fake.entered++;
+    pthread_mutex_unlock(&fake.mu);
+    if (fake.sleep_ms > 0) {
+        struct timespec ts = {fake.sleep_ms / 1000, (long)(fake.sleep_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&fake.mu);
+    fake.calls++;
+    if (fake.unavailable > 0) {
+        fake.unavailable--;
+        rc = CN_EUNAVAIL;
+        goto out;
+    }
+    /* The database refuses any statement with a row named "bad". */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i]->request_id, "bad") == 0) {
+            rc = CN_EDB;
+            goto out;
+        }
+    if (fake.nbatches < 64)
+        fake.batches[fake.nbatches++] = (int)n;
+    for (size_t i = 0; i < n && fake.nids < 256; i++)
+        snprintf(fake.ids[fake.nids++], sizeof fake.ids[0], "%s", rows[i]->request_id);
+out:
+    pthread_mutex_unlock(&fake.mu);
+    return rc;
+}
+
+static int fake_ids(void)
+{
+    int n;
+
+    pthread_mutex_lock(&fake.mu);
+    n = fake.nids;
+    pthread_mutex_unlock(&fake.mu);
+    return n;
+}
+
+/* Waits up to 5 s for the fake to have written n rows. */
+static void wait_written(int n)
+{
+    for (int i = 0; i < 500 && fake_ids() < n; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(fake_ids(), n);
+}
+
+/* A new entry with a JSON payload, so a leak of either shows under ASan. */
+static struct infer_log_entry *entry(const char *id)
+{
+    struct infer_log_entry *e = infer_log_entry_new();
+
+    snprintf(e->request_id, sizeof e->request_id, "%s", id);
+    snprintf(e->model, sizeof e->model, "m");
+    snprintf(e->variant, sizeof e->variant, "a");
+    e->version = 1;
+    e->inputs = json_pack("[[f, f]]", 1.5, 2.5);
+    e->outputs = json_pack("[f]", 0.25);
+    e->ok = true;
+    e->latency_us = 42;
+    return e;
+}
+
+static size_t queued(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&lg.mu);
+    n = lg.count;
+    pthread_mutex_unlock(&lg.mu);
+    return n;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&fake.mu);
+    fake.entered = fake.calls = fake.nbatches = fake.nids = fake.unavailable = 0;
+    fake.sleep_ms = 0;
+    pthread_mutex_unlock(&fake.mu);
+    insert_rows = fake_insert;
+    pthread_once(&metrics_once, metrics_init);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    infer_log_stop(0);
+    insert_rows = infer_db_log_insert;
+    return 0;
+}
+
+/* --- cases --- */
+
+static void start_checks_its_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(infer_log_start(NULL, 10, 10, 10), CN_EINVAL);
+    assert_int_equal(infer_log_start("", 0, 10, 10), CN_EINVAL);
+    assert_int_equal(infer_log_start("", QUEUE_MAX + 1, 10, 10), CN_EINVAL);
+    assert_int_equal(infer_log_start("", 10, 0, 10), CN_EINVAL);
+    assert_int_equal(infer_log_start("", 10, BATCH_MAX + 1, 10), CN_EINVAL);
+    assert_int_equal(infer_log_start("", 10, 10, 0), CN_EINVAL);
+    assert_int_equal(infer_log_start("", 10, 10, 10), CN_OK);
+    assert_int_equal(infer_log_start("", 10, 10, 10), CN_EEXIST);
+}
+
+static void a_full_queue_drops_and_counts(void **state)
+{
+    double full = cn_series_value(m.full), stopped = cn_series_value(m.stopped);
+    char id[16];
+
+    (void)state;
+    /* A writer that will not write during the test: batches of 100 after a minute. */
+    assert_int_equal(infer_log_start("", 4, 100, 60000), CN_OK);
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_int_equal(infer_log_push(entry(id)), i < 4);
+    }
+    assert_true(cn_series_value(m.full) == full + 6);
+    assert_int_equal(queued(), 4);
+    assert_true(cn_series_value(m.queue) == 4);
+    assert_false(infer_log_push(NULL));
+
+    /* Stopping without a drain drops (and frees) what is queued. */
+    infer_log_stop(0);
+    assert_int_equal(fake_ids(), 0);
+    assert_true(cn_series_value(m.stopped) == stopped + 4);
+    assert_true(cn_series_value(m.queue) == 0);
+
+    /* Not running: dropped too. */
+    assert_false(infer_log_push(entry("late")));
+    assert_true(cn_series_value(m.stopped) == stopped + 5);
+}
+
+static void pushing_never_waits_for_the_database(void **state)
+{
+    int64_t t0;
+    int entered = 0;
+
+    (void)state;
+    /* Every insert takes 300 ms; pushes while the writer is inside one must not notice. */
+    fake.sleep_ms = 300;
+    assert_int_equal(infer_log_start("", 1000, 5, 1), CN_OK);
+    infer_log_push(entry("first"));
+    for (int i = 0; i < 200 && entered == 0; i++) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&fake.mu);
+        entered = fake.entered;
+        pthread_mutex_unlock(&fake.mu);
+    }
+    assert_int_equal(entered, 1);
+    t0 = cn_mono_ms();
+    for (int i = 0; i < 50; i++)
+        assert_true(infer_log_push(entry("x")));
+    assert_true(cn_mono_ms() - t0 < 150);
+    assert_int_equal(fake_ids(), 0); /* the insert was still going on */
+    assert_int_equal(queued(), 51);
+}
+
+static void the_writer_batches_in_order(void **state)
+{
+    double written = cn_series_value(m.written), batches = cn_series_value(m.batch_s);
+    char id[16];
+
+    (void)state;
+    assert_int_equal(infer_log_start("", 100, 10, 100000), CN_OK);
+    for (int i = 0; i < 25; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_true(infer_log_push(entry(id)));
+    }
+    /* Two full batches go at once; the partial one waits for its timer or a flush. */
+    wait_written(20);
+    assert_int_equal(queued(), 5);
+    infer_log_flush_now();
+    wait_written(25);
+    assert_int_equal(fake.nbatches, 3);
+    assert_int_equal(fake.batches[0], 10);
+    assert_int_equal(fake.batches[1], 10);
+    assert_int_equal(fake.batches[2], 5);
+    for (int i = 0; i < 25; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_string_equal(fake.ids[i], id);
+    }
+    assert_true(cn_series_value(m.written) == written + 25);
+    assert_true(cn_series_value(m.batch_s) == batches + 3);
+}
+
+static void a_partial_batch_goes_after_flush_ms(void **state)
+{
+    int64_t t0;
+
+    (void)state;
+    assert_int_equal(infer_log_start("", 100, 50, 100), CN_OK);
+    t0 = cn_mono_ms();
+    infer_log_push(entry("a"));
+    infer_log_push(entry("b"));
+    wait_written(2);
+    assert_true(cn_mono_ms() - t0 < 1000);
+    assert_int_equal(fake.nbatches, 1);
+    assert_int_equal(fake.batches[0], 2);
+}
+
+static void rows_wait_while_the_database_is_down(void **state)
+{
+    double errors = cn_series_value(m.errors), full = cn_series_value(m.full);
+
+    (void)state;
+    fake.unavailable = 2; /* then up: retried after 100 and 200 ms */
+    assert_int_equal(infer_log_start("", 3, 10, 1), CN_OK);
+    assert_true(infer_log_push(entry("a")));
+    assert_true(infer_log_push(entry("b")));
+    assert_true(infer_log_push(entry("c")));
+    /* Kept up to the cap, the rest dropped. */
+    assert_false(infer_log_push(entry("d")));
+    assert_true(cn_series_value(m.full) == full + 1);
+    wait_written(3);
+    assert_int_equal(fake.calls, 3);
+    assert_true(cn_series_value(m.errors) == errors + 2);
+    assert_string_equal(fake.ids[0], "a");
+    assert_string_equal(fake.ids[2], "c");
+    assert_int_equal(queued(), 0);
+}
+
+static void a_refused_row_costs_only_itself(void **state)
+{
+    double rejected = cn_series_value(m.rejected), written = cn_series_value(m.written);
+
+    (void)state;
+    assert_int_equal(infer_log_start("", 100, 4, 100000), CN_OK);
+    infer_log_push(entry("a"));
+    infer_log_push(entry("bad"));
+    infer_log_push(entry("c"));
+    infer_log_push(entry("d"));
+    wait_written(3);
+    /* One batch try, then a, bad, c, d one by one. */
+    assert_int_equal(fake.calls, 5);
+    assert_string_equal(fake.ids[0], "a");
+    assert_string_equal(fake.ids[1], "c");
+    assert_string_equal(fake.ids[2], "d");
+    assert_true(cn_series_value(m.rejected) == rejected + 1);
+    assert_true(cn_series_value(m.written) == written + 3);
+    assert_int_equal(queued(), 0);
+}
+
+static void stop_drains_within_its_deadline(void **state)
+{
+    double stopped = cn_series_value(m.stopped);
+    int64_t t0;
+
+    (void)state;
+    /* Database up: everything queued is written. */
+    assert_int_equal(infer_log_start("", 100, 50, 100000), CN_OK);
+    for (int i = 0; i < 7; i++)
+        infer_log_push(entry("x"));
+    infer_log_stop(2000);
+    assert_int_equal(fake_ids(), 7);
+
+    /* Database down for good: stop gives up at the deadline and frees the rest. */
+    fake.unavailable = 1000000;
+    assert_int_equal(infer_log_start("", 100, 50, 1), CN_OK);
+    for (int i = 0; i < 3; i++)
+        infer_log_push(entry("y"));
+    t0 = cn_mono_ms();
+    infer_log_stop(300);
+    assert_true(cn_mono_ms() - t0 >= 250);
+    assert_true(cn_mono_ms() - t0 < 2000);
+    assert_true(cn_series_value(m.stopped) == stopped + 3);
+}
+
+static void rows_reach_postgres(void **state)
+{
+    const char *dsn = getenv("CAIRN_PG_DSN");
+    struct infer_log_entry *e;
+    struct cn_pg *pg;
+    PGresult *res = NULL;
+    char rid[40], hex[17];
+    uint8_t rnd[8];
+    const char *p[1] = {rid};
+
+    (void)state;
+    if (dsn == NULL || dsn[0] == '\0')
+        skip();
+    insert_rows = infer_db_log_insert;
+    assert_int_equal(
+        cn_pg_migrate(dsn, "inference", inference_migrations, inference_migrations_count, 10000),
+        CN_OK);
+    cn_random_bytes(rnd, sizeof rnd);
+    cn_hex(rnd, sizeof rnd, hex);
+    snprintf(rid, sizeof rid, "logtest-%s", hex);
+
+    assert_int_equal(infer_log_start(dsn, 100, 10, 50), CN_OK);
+    e = entry(rid);
+    e->at_ms = 1700000000123;
+    infer_log_push(e);
+    e = entry(rid);
+    snprintf(e->model, sizeof e->model, "it's \"quoted\"");
+    e->ok = false;
+    snprintf(e->error, sizeof e->error, "row 0, column 2: not a number");
+    json_decref(e->outputs);
+    e->outputs = NULL;
+    infer_log_push(e);
+    /* Invalid UTF-8 is refused by Postgres: only this row is lost. */
+    e = entry(rid);
+    snprintf(e->variant, sizeof e->variant, "\xff\xfe");
+    infer_log_push(e);
+    infer_log_stop(5000);
+
+    pg = cn_pg_new(dsn);
+    assert_int_equal(cn_pg_exec(pg,
+                                "SELECT model, version, variant, inputs::text, "
+                                "coalesce(outputs::text, 'NULL'), latency_us, status, error, "
+                                "(extract(epoch FROM at) * 1000)::bigint "
+                                "FROM inference.predictions WHERE request_id = $1 ORDER BY id",
+                                1, p, &res),
+                     CN_OK);
+    assert_int_equal(PQntuples(res), 2);
+    assert_string_equal(PQgetvalue(res, 0, 0), "m");
+    assert_string_equal(PQgetvalue(res, 0, 1), "1");
+    assert_string_equal(PQgetvalue(res, 0, 2), "a");
+    assert_string_equal(PQgetvalue(res, 0, 3), "[[1.5, 2.5]]");
+    assert_string_equal(PQgetvalue(res, 0, 4), "[0.25]");
+    assert_string_equal(PQgetvalue(res, 0, 5), "42");
+    assert_string_equal(PQgetvalue(res, 0, 6), "ok");
+    assert_string_equal(PQgetvalue(res, 0, 8), "1700000000123");
+    assert_string_equal(PQgetvalue(res, 1, 0), "it's \"quoted\"");
+    assert_string_equal(PQgetvalue(res, 1, 4), "NULL");
+    assert_string_equal(PQgetvalue(res, 1, 6), "error");
+    assert_string_equal(PQgetvalue(res, 1, 7), "row 0, column 2: not a number");
+    PQclear(res);
+    assert_int_equal(
+        cn_pg_exec(pg, "DELETE FROM inference.predictions WHERE request_id = $1", 1, p, NULL),
+        CN_OK);
+    cn_pg_free(pg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(start_checks_its_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_full_queue_drops_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(pushing_never_waits_for_the_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_writer_batches_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_partial_batch_goes_after_flush_ms, setup, teardown),
+        cmocka_unit_test_setup_teardown(rows_wait_while_the_database_is_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refused_row_costs_only_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_drains_within_its_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(rows_reach_postgres, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

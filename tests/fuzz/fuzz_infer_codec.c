@@ -1,0 +1,172 @@
+/* fuzz_infer_codec.c — libFuzzer target for services/inference/inference_codec.c, the
+ * parser of predict and Open Inference Protocol bodies.
+ *
+ * Each input is read as a v1 predict body (then its rows against a model with feature
+ * names a, b, c, d and one without names) and as an OIP infer request (against the same
+ * named model and a one-feature model named x, where a single input may mean a column).
+ * Whatever the input, parsing must not crash, leak or allocate beyond the caps; a refusal
+ * must say why; a success must give the promised row count, no infinities (NaN only as
+ * missing), and responses built from it must be JSON that parses back with the same
+ * shape and id. Any broken promise aborts.
+ * The codec is included, not linked, because services are not in scripts/fuzz's
+ * archives; it needs only buf, util and err from lib and jansson. By hand:
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Ilib \
+ *     tests/fuzz/fuzz_infer_codec.c lib/buf.c lib/util.c lib/err.c \
+ *     $(pkg-config --cflags --libs jansson libcrypto) -lm -o fuzz_infer_codec
+ * Seeds in tests/fuzz/corpus/fuzz_infer_codec/.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../services/inference/inference_codec.c"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char *abcd[] = {"a", "b", "c", "d"};
+static char *x_only[] = {"x"};
+static const struct infer_meta named4 = {
+    .num_features = 4, .feature_names = abcd, .n_feature_names = 4, .outputs = 1};
+static const struct infer_meta anon4 = {.num_features = 4, .outputs = 1};
+static const struct infer_meta named1 = {
+    .num_features = 1, .feature_names = x_only, .n_feature_names = 1, .outputs = 1};
+/* Small caps keep each run fast; the code paths are the same as with big ones. */
+static const struct infer_caps caps = {.max_rows = 64, .max_cells = 200};
+
+static void die(const char *what, const struct infer_err *err)
+{
+    fprintf(stderr, "fuzz_infer_codec: %s\n", what);
+    if (err)
+        fprintf(stderr, "  error: field \"%s\": %s\n", err->field, err->message);
+    abort();
+}
+
+/* A refusal names no matrix and says why. */
+static void check_refused(int rc, const void *x, const struct infer_err *err)
+{
+    if (rc != CN_EINVAL)
+        die("refusal with a code other than CN_EINVAL", err);
+    if (x != NULL)
+        die("refusal left a matrix", err);
+    if (err->message[0] == '\0')
+        die("refusal without a message", err);
+}
+
+/* The matrix holds numbers a float can be, NaN only for missing. */
+static void check_matrix(const float *x, size_t n, size_t f)
+{
+    if (n == 0 || n > caps.max_rows || n * f > caps.max_cells)
+        die("row count beyond the caps", NULL);
+    for (size_t i = 0; i < n * f; i++)
+        if (isinf(x[i]))
+            die("infinity in the matrix", NULL);
+}
+
+/* The matrix, used as predictions of f outputs, must make JSON of the right shape. */
+static void check_outputs(const float *x, size_t n, size_t f, const char *id)
+{
+    struct cn_buf b = {0};
+    json_error_t jerr;
+    json_t *j;
+
+    infer_v1_response(&b, x, n, (int)f, "m", 1, "v", "r");
+    j = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL || json_array_size(json_object_get(j, "predictions")) != n)
+        die("v1 response is not JSON of n rows", NULL);
+    json_decref(j);
+
+    cn_buf_reset(&b);
+    infer_oip_response(&b, "m", 1, id, x, n, (int)f);
+    j = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL)
+        die("OIP response is not JSON", NULL);
+    json_t *out = json_array_get(json_object_get(j, "outputs"), 0);
+    if (json_array_size(json_object_get(out, "data")) != n * f)
+        die("OIP response data is not n * outputs values", NULL);
+    if (id != NULL && (!json_is_string(json_object_get(j, "id")) ||
+                       strcmp(json_string_value(json_object_get(j, "id")), id) != 0))
+        die("OIP response does not echo the id", NULL);
+    json_decref(j);
+    cn_buf_free(&b);
+
+    j = infer_rows_json(x, n, f);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        die("log rows do not dump", NULL);
+    j = json_loads(s, 0, &jerr);
+    if (j == NULL || json_array_size(j) != n)
+        die("log rows do not read back", NULL);
+    json_decref(j);
+    free(s);
+}
+
+static void dense(const struct infer_v1_req *r, const struct infer_meta *meta)
+{
+    struct infer_err err = {{0}, {0}};
+    float *x;
+    size_t n;
+    int rc = infer_rows_dense(r->instances, "instances", meta, &caps, &x, &n, &err);
+
+    if (rc != CN_OK) {
+        check_refused(rc, x, &err);
+        return;
+    }
+    if (n != r->nrows)
+        die("dense row count differs from the parse", NULL);
+    check_matrix(x, n, (size_t)meta->num_features);
+    check_outputs(x, n, (size_t)meta->num_features, NULL);
+    free(x);
+}
+
+static void v1(const uint8_t *data, size_t size)
+{
+    struct infer_v1_req r;
+    struct infer_err err = {{0}, {0}};
+    char key[8];
+    int rc = infer_v1_parse(data, size, &caps, &r, &err);
+
+    if (rc != CN_OK) {
+        check_refused(rc, r.root, &err);
+        return;
+    }
+    if (r.nrows == 0 || r.nrows > caps.max_rows || (r.version != 0 && r.alias[0] != '\0'))
+        die("v1 parse broke its promises", NULL);
+    if (infer_v1_field_text(&r, "a", key, sizeof key) == CN_OK && strlen(key) >= sizeof key)
+        die("field text overflowed", NULL);
+    dense(&r, &named4);
+    dense(&r, &anon4);
+    infer_v1_req_free(&r);
+}
+
+static void oip(const uint8_t *data, size_t size, const struct infer_meta *meta)
+{
+    struct infer_err err = {{0}, {0}};
+    float *x;
+    char *id;
+    size_t n;
+    int rc = infer_oip_parse(data, size, meta, &caps, &x, &n, &id, &err);
+
+    if (rc != CN_OK) {
+        check_refused(rc, x, &err);
+        if (id != NULL)
+            die("refusal left an id", &err);
+        return;
+    }
+    if (id != NULL && strlen(id) > INFER_MAX_ID)
+        die("id beyond its cap", NULL);
+    check_matrix(x, n, (size_t)meta->num_features);
+    check_outputs(x, n, (size_t)meta->num_features, id);
+    free(x);
+    free(id);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    v1(data, size);
+    oip(data, size, &named4);
+    oip(data, size, &named1);
+    return 0;
+}
