@@ -1,0 +1,197 @@
+"""Predictions through the gateway equal python3-xgboost's on the same model file, to
+1e-6: binary:logistic, multi:softprob (3 classes) and reg:squarederror, with and without
+feature names; through Cairn's predict (rows, rows of {feature: value}, null as missing)
+and the Open Inference Protocol v2 (one [N, F] tensor with flat or nested data, any
+numeric datatype, or one tensor per feature), whose metadata routes describe the model."""
+
+import uuid
+
+import pytest
+
+from cairn import assert_close
+from xgbmodels import rows
+
+SPECS = ["binary", "binary_named", "multi", "multi_named", "reg", "reg_named"]
+NAMED = [s for s in SPECS if s.endswith("_named")]
+
+
+class Served:
+    def __init__(self, name, trained):
+        self.name = name
+        self.t = trained
+
+
+@pytest.fixture(scope="module")
+def served(inference_cluster, modeler, models):
+    """Every spec uploaded once (JSON file) as version 1 of its own model; binary_named
+    also as versions 2 (UBJSON) and 3 (legacy binary)."""
+    api = inference_cluster.api()
+    out = {}
+    for spec in SPECS:
+        t = models.get(spec)
+        name = api.new_model(modeler.access, spec.replace("_", "-"))
+        api.upload(modeler.access, name, t, "json")
+        out[spec] = Served(name, t)
+    for fmt in ("ubj", "bin"):
+        api.upload(modeler.access, out["binary_named"].name, out["binary_named"].t, fmt)
+    return out
+
+
+def as_dicts(trained, A):
+    """Rows as {feature: value} objects, keys in reverse order, NaN as null."""
+    out = []
+    for r in rows(A):
+        out.append({n: v for n, v in reversed(list(zip(trained.feature_names, r)))})
+    return out
+
+
+def flat(A):
+    return [v for r in rows(A) for v in r]
+
+
+def tensor(A, datatype="FP32", nested=False, name="input-0"):
+    data = rows(A) if nested else flat(A)
+    if datatype.startswith(("INT", "UINT")):
+        data = [[int(v) for v in r] for r in data] if nested else [int(v) for v in data]
+    return {"name": name, "shape": list(A.shape), "datatype": datatype, "data": data}
+
+
+def assert_outputs(body, s, want, version="1", rid=None):
+    n = len(want)
+    assert body["model_name"] == s.name, body
+    assert body["model_version"] == version, body
+    if rid is not None:
+        assert body["id"] == rid, body
+    outs = body["outputs"]
+    assert len(outs) == 1, outs
+    out = outs[0]
+    assert out["name"] == "predict" and out["datatype"] == "FP32", out
+    assert out["shape"] == ([n, s.t.num_classes] if s.t.num_classes else [n]), out
+    assert_close(out["data"], want.reshape(-1), what="outputs[0].data")
+
+
+def infer_ok(iapi, auth, s, inputs, version=None, rid=None):
+    body = {"inputs": inputs}
+    if rid is not None:
+        body["id"] = rid
+    r = iapi.infer(auth, s.name, body, version=version)
+    assert r.status_code == 200, f"infer: {r.status_code} {r.text[:500]}"
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    return r.json()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_v1_rows_match_python(iapi, modeler, served, spec):
+    s = served[spec]
+    rid = f"xcheck-{uuid.uuid4().hex}"
+    r = iapi.predict(modeler.access, s.name, rows(s.t.X), version=1,
+                     headers={"X-Request-Id": rid})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert_close(body["predictions"], s.t.pred)
+    assert body["model"] == s.name and body["model_version"] == 1, body
+    assert body["variant"] == "default", body
+    assert body["request_id"] == rid == r.headers.get("X-Request-Id"), (body, r.headers)
+    # Without a request id of its own, the client gets the gateway's, in both places.
+    r = iapi.predict(modeler.access, s.name, rows(s.t.X[:1]))
+    assert r.status_code == 200 and r.json()["request_id"] == r.headers["X-Request-Id"], r.text
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_v1_missing_values_match_python(iapi, modeler, served, spec):
+    s = served[spec]
+    assert any(v is None for r in rows(s.t.Xm) for v in r)
+    body = iapi.predicted(modeler.access, s.name, rows(s.t.Xm))
+    assert_close(body["predictions"], s.t.pred_m)
+
+
+@pytest.mark.parametrize("spec", NAMED)
+def test_v1_rows_by_feature_name_match_python(iapi, modeler, served, spec):
+    s = served[spec]
+    body = iapi.predicted(modeler.access, s.name, as_dicts(s.t, s.t.X))
+    assert_close(body["predictions"], s.t.pred)
+    body = iapi.predicted(modeler.access, s.name, as_dicts(s.t, s.t.Xm))
+    assert_close(body["predictions"], s.t.pred_m)
+
+
+def test_every_upload_format_predicts_alike(iapi, modeler, served):
+    s = served["binary_named"]
+    for version in (1, 2, 3):
+        body = iapi.predicted(modeler.access, s.name, rows(s.t.Xm), version=version)
+        assert body["model_version"] == version, body
+        assert_close(body["predictions"], s.t.pred_m, what=f"version {version}")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_v2_one_tensor_flat_and_nested(iapi, modeler, served, spec):
+    s = served[spec]
+    for nested in (False, True):
+        rid = f"infer-{uuid.uuid4().hex[:8]}"
+        body = infer_ok(iapi, modeler.access, s, [tensor(s.t.X, nested=nested)], rid=rid)
+        assert_outputs(body, s, s.t.pred, rid=rid)
+    body = infer_ok(iapi, modeler.access, s, [tensor(s.t.X, nested=True)], version="1")
+    assert_outputs(body, s, s.t.pred)
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "INT8", "INT16", "INT32", "INT64"])
+def test_v2_datatypes(iapi, modeler, served, datatype):
+    s = served["multi"]
+    A, want = (s.t.X, s.t.pred) if datatype == "FP64" else (s.t.Xi, s.t.pred_i)
+    body = infer_ok(iapi, modeler.access, s, [tensor(A, datatype)])
+    assert_outputs(body, s, want)
+
+
+def test_v2_one_row_of_shape_f(iapi, modeler, served):
+    s = served["multi"]
+    t = {"name": "input-0", "shape": [s.t.num_features], "datatype": "FP32",
+         "data": rows(s.t.X[:1])[0]}
+    assert_outputs(infer_ok(iapi, modeler.access, s, [t]), s, s.t.pred[:1])
+
+
+@pytest.mark.parametrize("spec", NAMED)
+def test_v2_one_tensor_per_feature(iapi, modeler, served, spec):
+    s = served[spec]
+    cols = [(n, s.t.X[:, i]) for i, n in enumerate(s.t.feature_names)]
+    inputs = []
+    for i, (n, col) in enumerate(reversed(cols)):
+        shape = [len(col), 1] if i % 2 else [len(col)]
+        inputs.append({"name": n, "shape": shape, "datatype": "FP32",
+                       "data": [float(v) for v in col]})
+    assert_outputs(infer_ok(iapi, modeler.access, s, inputs), s, s.t.pred)
+
+
+def test_v2_version_may_be_an_alias(iapi, modeler, served):
+    s = served["binary_named"]
+    iapi.alias_ok(modeler.access, s.name, "production", 2)
+    body = infer_ok(iapi, modeler.access, s, [tensor(s.t.X)], version="production")
+    assert_outputs(body, s, s.t.pred, version="2")
+    body = infer_ok(iapi, modeler.access, s, [tensor(s.t.X)])  # production by default
+    assert_outputs(body, s, s.t.pred, version="2")
+    body = infer_ok(iapi, modeler.access, s, [tensor(s.t.X)], version="latest")
+    assert_outputs(body, s, s.t.pred, version="3")
+
+
+@pytest.mark.parametrize("spec", ["binary_named", "multi", "reg"])
+def test_v2_model_metadata(iapi, modeler, served, spec):
+    s = served[spec]
+    versions = ["1", "2", "3"] if spec == "binary_named" else ["1"]
+    want = {
+        "name": s.name,
+        "versions": versions,
+        "platform": "xgboost",
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, s.t.num_features]}],
+        "outputs": [{"name": "predict", "datatype": "FP32",
+                     "shape": [-1, s.t.num_classes] if s.t.num_classes else [-1]}],
+    }
+    for path in (iapi.v2_path(s.name), iapi.v2_path(s.name, "1")):
+        r = iapi.v2_get(modeler.access, path)
+        assert r.status_code == 200, (path, r.text)
+        body = r.json()
+        for k, v in want.items():
+            if k == "versions":
+                assert sorted(body[k], key=int) == v, (path, body)
+            else:
+                assert body[k] == v, (path, k, body)
+        r = iapi.v2_get(modeler.access, path + "/ready")
+        assert r.status_code == 200, (path, r.text)
+        assert r.json()["name"] == s.name and r.json()["ready"] is True, r.json()
