@@ -2,7 +2,10 @@
  *
  * Files, one concern each:
  *   main.c               the cn_svc table
- *   inference_rpc.c      RPC handlers, settings table, init/fini
+ *   inference_rpc.c      registry, experiment, feedback, stats and drift RPCs; settings,
+ *                        init/fini
+ *   inference_serve.c    serving: Predict, the Open Inference Protocol, the model cache's
+ *                        loader, the mirror, serving metrics
  *   inference_db.c       all registry SQL (models, versions, aliases, experiments)
  *   inference_route.c    per-model routing state (aliases, experiment) cached in memory,
  *                        refreshed by polling models.generation; variant choice
@@ -62,10 +65,12 @@ extern const unsigned inference_migrations_count;
 
 #define INFER_NAME_MAX 63   /* model names: ^[a-z0-9][a-z0-9_.-]{0,62}$ */
 
+#ifndef CAIRN_VERSION
+#define CAIRN_VERSION "0.1.0" /* what GET /v2 reports */
+#endif
+
 int infer_init(void);
 void infer_fini(void);
-void *infer_worker_init(int index);
-void infer_worker_fini(void *user);
 
 #include "inference_cache.h"
 #include "inference_codec.h"
@@ -73,6 +78,41 @@ void infer_worker_fini(void *user);
 #include "inference_log.h"
 #include "inference_model.h"
 #include "inference_stats.h"
+
+/* ------------------------------------------------------------------ inference_serve.c */
+
+/* The loaded versions every worker shares (inference_cache.h). */
+extern struct infer_cache *infer_models;
+/* Makes the cache and starts the mirror thread (own connection to dsn). */
+int infer_serve_start(const char *dsn);
+void infer_serve_stop(void);
+/* Loads (model, version) into the cache if it is not there: 0, CN_ENOTFOUND, ... with why. */
+int infer_warm(struct cn_pg *pg, const char *model, int version, char *why, size_t whylen);
+/* A referenced loaded version (infer_loaded_put it), loading it on a miss. */
+int infer_loaded_get(struct cn_pg *pg, const char *model, int version, struct infer_entry **out, char *why,
+                     size_t whylen);
+void infer_loaded_put(struct infer_entry *e);
+/* Drops (model, version) from the cache (0 = every version); holders keep theirs. */
+void infer_forget(const char *model, int version);
+/* A version as text: digits are a number, else an alias ("latest" included). False when
+ * it is neither. */
+bool infer_version_text(const char *text, int *version, const char **alias);
+
+/* The serving RPCs (the rest are in inference_rpc.c). */
+void infer_predict(Cairn__V1__Inference_Service *s, const Cairn__V1__PredictRequest *in,
+                   Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_infer(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                 Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_server_metadata(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                           Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_server_live(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                       Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_server_ready(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                        Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_model_metadata(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                          Cairn__V1__RawResponse_Closure done, void *cd);
+void infer_model_ready(Cairn__V1__Inference_Service *s, const Cairn__V1__OipRequest *in,
+                       Cairn__V1__RawResponse_Closure done, void *cd);
 
 /* ------------------------------------------------------------------ inference_db.c */
 
@@ -106,7 +146,9 @@ int infer_db_version_ubj(struct cn_pg *pg, const char *name, int version, uint8_
 int infer_db_reference_set(struct cn_pg *pg, const char *name, int version, const char *ref_json, int64_t rows);
 int infer_db_reference_get(struct cn_pg *pg, const char *name, int version, char **ref_json, int64_t *gen);
 int infer_db_alias_set(struct cn_pg *pg, const char *name, const char *alias, int version, int *previous);
+/* CN_EEXIST while the experiment routes to the alias. */
 int infer_db_alias_delete(struct cn_pg *pg, const char *name, const char *alias);
+int infer_db_alias_get(struct cn_pg *pg, const char *name, const char *alias, int *version);
 int infer_db_experiment_set(struct cn_pg *pg, const char *name, const char *spec_json, const int *versions,
                             size_t nversions, int64_t *started_at);
 int infer_db_experiment_get(struct cn_pg *pg, const char *name, struct cn_arena *a, char **spec_json,

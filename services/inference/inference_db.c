@@ -557,6 +557,25 @@ int infer_db_alias_delete(struct cn_pg *pg, const char *name, const char *alias)
     int rc = cn_pg_begin(pg);
     if (rc != CN_OK)
         return rc;
+    /* An experiment that routes to the alias (a candidate or the mirror) keeps it. */
+    rc = cn_pg_exec(pg,
+                    "SELECT EXISTS (SELECT 1 FROM inference.experiments e "
+                    "  WHERE e.model_id = m.id AND (e.spec->'candidates' @> jsonb_build_array(jsonb_build_object('alias', $2::text)) "
+                    "                         OR e.spec->'mirror'->>'alias' = $2)) "
+                    "FROM inference.models m WHERE m.name = $1 FOR UPDATE OF m",
+                    2, p, &res);
+    if (rc != CN_OK)
+        goto rollback;
+    if (PQntuples(res) == 0) {
+        rc = CN_ENOTFOUND;
+        goto rollback;
+    }
+    if (PQgetvalue(res, 0, 0)[0] == 't') {
+        rc = CN_EEXIST;
+        goto rollback;
+    }
+    PQclear(res);
+    res = NULL;
     rc = cn_pg_exec(pg,
                     "DELETE FROM inference.aliases a USING inference.models m "
                     "WHERE m.id = a.model_id AND m.name = $1 AND a.alias = $2",
@@ -576,6 +595,31 @@ int infer_db_alias_delete(struct cn_pg *pg, const char *name, const char *alias)
 rollback:
     PQclear(res);
     cn_pg_rollback(pg);
+    return rc;
+}
+
+/* The version alias names ("latest": the highest), read from the database: 0 and
+ * *version, or CN_ENOTFOUND when the model or the alias does not exist. */
+int infer_db_alias_get(struct cn_pg *pg, const char *name, const char *alias, int *version)
+{
+    PGresult *res = NULL;
+    int rc = strcmp(alias, "latest") == 0
+                 ? cn_pg_exec(pg,
+                              "SELECT max(v.version) FROM inference.versions v JOIN inference.models m "
+                              "ON m.id = v.model_id WHERE m.name = $1",
+                              1, (const char *[]){name}, &res)
+                 : cn_pg_exec(pg,
+                              "SELECT a.version FROM inference.aliases a JOIN inference.models m "
+                              "ON m.id = a.model_id WHERE m.name = $1 AND a.alias = $2",
+                              2, (const char *[]){name, alias}, &res);
+    if (rc != CN_OK)
+        return rc;
+    rc = CN_ENOTFOUND;
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+        *version = (int)col_i64(res, 0, 0);
+        rc = CN_OK;
+    }
+    PQclear(res);
     return rc;
 }
 

@@ -252,7 +252,7 @@ def test_mirror_is_logged_not_answered(iapi, modeler, models):
 
 # ---------------------------------------------------------------- outcomes and the winner
 
-def run_with_outcomes(iapi, auth, models, n, correct, tag, rewards=None):
+def run_with_outcomes(iapi, auth, models, n, correct=None, tag="ab", rewards=None):
     """An A/B experiment (variants a = version 1, b = version 2, equal weights) on a
     fresh model; n predictions; feedback for each: a label that makes the k-th answer of
     variant v right when correct[v](k), or, with rewards, reward rewards[v](k). Waits

@@ -62,7 +62,7 @@ def test_bad_rows_name_the_cell(iapi, modeler, unnamed, instances, field):
 
 def test_missing_instances_and_bad_version(iapi, modeler, unnamed):
     refused(iapi.predict(modeler.access, unnamed, body=json.dumps({"rows": [[1, 2, 3, 4]]})),
-            "instances")
+            "rows")  # an unknown key is named first: the likely typo
     refused(iapi.predict(modeler.access, unnamed, body=json.dumps({"version": 1})), "instances")
     refused(iapi.predict(modeler.access, unnamed, [[1, 2, 3, 4]], version="one"), "version")
 
