@@ -14,7 +14,7 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(SAN) \
 LDFLAGS  += -pthread $(SAN)
 
 PKGS     := libh2o-evloop libprotobuf-c libpq hiredis libcrypto libssl libevent \
-            libevent_pthreads jansson libargon2 xgboost
+            libevent_pthreads jansson libargon2 xgboost yaml-0.1
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnng -lwslay -lz -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)

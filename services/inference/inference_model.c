@@ -251,6 +251,12 @@ static int read_meta(BoosterHandle h, struct infer_meta *m, int max_features, ch
         set_why(why, whylen, "the model's num_class is not a number");
         goto out;
     }
+    /* A class count no tree set could back (a doctored file) is refused by itself, not by
+     * whatever the child's memory limit makes of it (no limit under ASan). */
+    if (ncls > MAX_OUTPUTS) {
+        set_why(why, whylen, "the model claims %lld classes; at most %d are served", ncls, MAX_OUTPUTS);
+        goto out;
+    }
     m->num_classes = (int)ncls;
     rc = read_str_info(h, "feature_name", nf, &m->feature_names, &m->n_feature_names, why, whylen);
     if (rc != 0)
