@@ -2,22 +2,46 @@
 # cairn-auth and cairn-gateway on free ports, a signed-in user, and the measurement
 # helpers. After `bench_start`: $base (gateway URL), $W (work dir), $AUTH_PID, $GW_PID,
 # $TOKEN (an access token), $EMAIL/$PASSWORD. Everything is stopped on exit.
+#
+# Knobs (set before bench_start):
+#   BENCH_SERVICES="auth inference"  also start cairn-inference ($INFER_PID, its log
+#                     $W/inference.log); the gateway then routes to it and is ready only
+#                     once it reaches it. BENCH_INFERENCE_ENV=(VAR=value ...) adds to its env.
+#   CAIRN_BIN_DIR=DIR take the binaries from DIR and build nothing (default: make the
+#                     binaries needed into build/bin).
+#   BENCH_KEEP=1      keep the work dir and its logs on exit (PostgreSQL's data removed).
+# bench_rm+=(PATH) has bench_cleanup remove PATH too (kept with BENCH_KEEP).
 
 bench_need() { for t in "$@"; do command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps)"; exit 1; }; done; }
 freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 bench_pids=()
+bench_rm=()
+INFER_PID=
+BENCH_SERVICES=${BENCH_SERVICES:-auth}
+BENCH_BIN=${CAIRN_BIN_DIR:-build/bin}
+bench_has() { [[ " $BENCH_SERVICES " == *" $1 "* ]]; }
 bench_cleanup() {
+  local rc=$?
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  scripts/stack stop "$W/stack" >/dev/null 2>&1 || true
-  rm -rf "$W"
+  [ -z "${W:-}" ] || scripts/stack stop "$W/stack" >/dev/null 2>&1 || true
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    [ -z "${W:-}" ] || rm -rf "$W/stack/pg/data"
+    echo "bench: exit $rc; kept ${W:-} ${bench_rm[*]:-}" >&2
+  else
+    rm -rf ${W:+"$W"} ${bench_rm[@]+"${bench_rm[@]}"}
+  fi
 }
 
 # bench_start [extra auth env...]: everything up and a user signed in.
 bench_start() {
-  make -s all >/dev/null
+  if [ -z "${CAIRN_BIN_DIR:-}" ]; then
+    local bins=(build/bin/cairn-gateway) s
+    for s in $BENCH_SERVICES; do bins+=("build/bin/cairn-$s"); done
+    make -s "${bins[@]}" >/dev/null
+  fi
   W=$(mktemp -d /tmp/cairn-bench.XXXXXX)
   chmod 755 "$W"
   trap bench_cleanup EXIT
@@ -27,14 +51,25 @@ bench_start() {
   rpc=$(freeport); events=$(freeport); http=$(freeport)
   env CAIRN_AUTH_LISTEN=tcp://127.0.0.1:$rpc CAIRN_AUTH_ADMIN=127.0.0.1:$(freeport) \
     CAIRN_AUTH_EVENTS=tcp://127.0.0.1:$events CAIRN_LOG_LEVEL=warn "$@" \
-    build/bin/cairn-auth >"$W/auth.log" 2>&1 &
+    "$BENCH_BIN/cairn-auth" >"$W/auth.log" 2>&1 &
   AUTH_PID=$!; bench_pids+=($AUTH_PID)
-  CAIRN_HTTP_PORT=$http CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc \
+  local gwenv=()
+  if bench_has inference; then
+    local irpc
+    irpc=$(freeport)
+    INFER_ADMIN=127.0.0.1:$(freeport)
+    env CAIRN_INFERENCE_LISTEN=tcp://127.0.0.1:$irpc CAIRN_INFERENCE_ADMIN=$INFER_ADMIN \
+      CAIRN_LOG_LEVEL=warn ${BENCH_INFERENCE_ENV[@]+"${BENCH_INFERENCE_ENV[@]}"} \
+      "$BENCH_BIN/cairn-inference" >"$W/inference.log" 2>&1 &
+    INFER_PID=$!; bench_pids+=($INFER_PID)
+    gwenv=(CAIRN_INFERENCE_ADDR=tcp://127.0.0.1:$irpc CAIRN_READY_SERVICES=auth,inference)
+  fi
+  env CAIRN_HTTP_PORT=$http CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc \
     CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events CAIRN_THREADS=${CAIRN_THREADS:-1} CAIRN_LOG_LEVEL=warn \
-    build/bin/cairn-gateway >/dev/null 2>"$W/gateway.log" &
+    ${gwenv[@]+"${gwenv[@]}"} "$BENCH_BIN/cairn-gateway" >/dev/null 2>"$W/gateway.log" &
   GW_PID=$!; bench_pids+=($GW_PID)
   base=http://127.0.0.1:$http
-  for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 300); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fs "$base/readyz" >/dev/null || { echo "bench: gateway not ready"; cat "$W"/*.log; exit 1; }
   EMAIL="bench-$RANDOM$RANDOM@example.com"
   PASSWORD="correct horse battery staple"
@@ -97,4 +132,56 @@ ok=sum(1 for r in rows if r[1].startswith('2'))
 def pct(p): return lat[min(len(lat)-1,int(p*len(lat)))] if lat else float('nan')
 print(f"{pct(0.50):.2f} {pct(0.99):.2f} {lat[-1] if lat else float('nan'):.2f} {ok}/{len(rows)}")
 PY
+}
+
+# wrk_post_script BODIES [CONTENT_TYPE] -> path of a wrk Lua script that POSTs the lines of
+# BODIES (one request body a line) in turn, each connection cycling through them.
+wrk_post_script() {
+  local bodies=$1 ctype=${2:-application/json} lua
+  lua=$(mktemp "$W/post.XXXXXX.lua")
+  cat >"$lua" <<LUA
+local bodies = {}
+for line in io.lines("$bodies") do if #line > 0 then bodies[#bodies + 1] = line end end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "$ctype"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+LUA
+  echo "$lua"
+}
+
+# saturate_procs PATH [wrk args] -> "rps p50 p99 non2xx cpu..." with the CPU in us per
+# request of each entry of SAT_PROCS (pids, "pg" for the postmaster and its backends).
+# Unlike saturate, non-2xx answers are counted, not fatal: the caller reports them.
+SAT_PROCS=()
+saturate_procs() {
+  local path=$1; shift
+  local hz out rps reqs non2xx i py=/usr/bin/python3 c0=() c1=() cpu=""
+  hz=$(getconf CLK_TCK)
+  _sat_ticks() { local p; for p in "${SAT_PROCS[@]}"; do
+    if [ "$p" = pg ]; then cpu_ticks $(pg_pids); else cpu_ticks $p; fi; done; }
+  c0=($(_sat_ticks))
+  out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$@" "$base$path")
+  c1=($(_sat_ticks))
+  echo "$out" >>"$W/wrk.out"
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  for i in "${!SAT_PROCS[@]}"; do
+    cpu+=" $($py -c "print(f'{(${c1[$i]}-${c0[$i]})/$hz*1e6/max($reqs,1):.1f}')")"
+  done
+  echo "$rps $(echo "$out" | awk '$1=="50%" {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}') ${non2xx:-0}$cpu"
+}
+
+# sequential PATH [h2load args] -> "p50 p99 max ok/total" (ms): one client, one request
+# at a time, for SECS seconds.
+sequential() {
+  local path=$1 log; shift
+  log=$(mktemp "$W/h2seq.XXXXXX")
+  h2load --h1 -c 1 -D "$SECS" --warm-up-time=1 --log-file="$log" "$@" "$base$path" \
+    >"$log.out" 2>&1 || true
+  h2_percentiles "$log"
 }

@@ -34,6 +34,8 @@ struct gw_conf {
     int64_t revoke_hold_s;
     const char *log_level;
     const char *ready_services;
+    const char *config_path;      /* the policy file (config.h); "" = built-in defaults */
+    const char *redis_addr;       /* host:port of the Redis rate limits use */
 };
 
 extern struct gw_conf gw_conf;

@@ -4,10 +4,12 @@
  *   cairn-gateway --help     list the settings
  *   cairn-gateway --routes   print the route table as JSON (docs/openapi.yaml is checked
  *                            against it)
- * Start-up fails (exit 2) on an invalid setting or a route that does not fit the
- * service descriptors.
+ * Start-up fails (exit 2) on an invalid setting, an invalid policy file
+ * (CAIRN_GATEWAY_CONFIG, config.h; the message says FILE:LINE: key: what is wrong) or a
+ * route that does not fit the service descriptors. SIGHUP re-reads the policy file.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +20,11 @@
 #include "authn.h"
 #include "buf.h"
 #include "conf.h"
+#include "config.h"
 #include "err.h"
 #include "gateway.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "router.h"
 #include "util.h"
 
@@ -63,6 +67,11 @@ static const struct cn_conf_def conf_defs[] = {
     CN_CONF(struct gw_conf, ready_services, "CAIRN_READY_SERVICES", CN_CONF_STR, "auth", 0, 0,
             "services /readyz needs a connected instance of, comma-separated (the signing keys "
             "from auth are always needed); routes of other services answer 503 while none is up"),
+    CN_CONF(struct gw_conf, config_path, "CAIRN_GATEWAY_CONFIG", CN_CONF_STR, "", 0, 0,
+            "policy file (YAML: rate limits, retries, outlier ejection, shedding, faults; see "
+            "docs/operations.md); \"\" = built-in defaults, no rate limits; SIGHUP reloads it"),
+    CN_CONF(struct gw_conf, redis_addr, "CAIRN_REDIS_ADDR", CN_CONF_STR, "127.0.0.1:6379", 0, 0,
+            "Redis host:port that rate limits are counted in (shared by every gateway replica)"),
 };
 
 static void print_routes(void)
@@ -151,6 +160,27 @@ int main(int argc, char **argv)
         gw_conf.threads = n > 0 ? n : 1;
     }
     cn_conf_dump("cairn-gateway", conf_defs, CN_ARRAY_LEN(conf_defs), &gw_conf);
+    if (gw_ratelimit_init(gw_conf.redis_addr) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: CAIRN_REDIS_ADDR: expected host:port, got '%s'\n", gw_conf.redis_addr);
+        return 2;
+    }
+    struct gw_config *policies;
+    char cerr[512];
+    if (gw_config_load(gw_conf.config_path, &policies, cerr, sizeof cerr) != CN_OK) {
+        cn_log(CN_LOG_ERROR, "GW-CONFIG-INVALID", NULL, "CAIRN_GATEWAY_CONFIG: %s", cerr);
+        fprintf(stderr, "cairn-gateway: CAIRN_GATEWAY_CONFIG: %s\n", cerr);
+        return 2;
+    }
+    cn_log(CN_LOG_INFO, "GW-CONFIG-LOADED", NULL, "%s: %zu route groups, %zu rate-limit policies, faults %s",
+           policies->path[0] ? policies->path : "(built-in defaults)", policies->ngroups, policies->npolicies,
+           policies->faults_enabled ? "enabled" : "off");
+    gw_config_set(policies);
+    /* Threads started from here on inherit this: a SIGHUP during start-up waits for the
+     * server's sigwait (and reloads) instead of killing the process. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
 
     gw_ready_need = cn_calloc(gw_nservices, sizeof *gw_ready_need);
     if (gw_services_parse(gw_conf.ready_services, gw_ready_need, err, sizeof err) != CN_OK) {

@@ -5,8 +5,14 @@
  * problem+json, or {"error"} on Open Inference Protocol routes), with one access-log
  * line and the request metrics. Everything per request lives in req->pool.
  *
- * To add a per-request policy (rate limit, retry, ...), add a step in gw_proxy_on_req
- * before the upstream call, and its own file for its state.
+ * A request goes through these steps, each calling the next or answering:
+ *   gw_proxy_on_req   request id, probes, route match
+ *   authenticate      credentials -> principal (may wait for auth to resolve an API key)
+ *   step_rate_limit   the config's rate-limit policies (ratelimit.c; may wait for Redis)
+ *   proceed           body and parameters decoded into the RPC's input, packed
+ *   step_fault        fault injection when the config enables it (fault.c; may delay)
+ *   step_call         the upstream call: deadline, instance choice, retries (upstream.c)
+ * To add a per-request policy, add a step here and its own file for its state.
  */
 #include "gateway.h"
 
@@ -17,17 +23,26 @@
 #include "apikeys.h"
 #include "cairn/v1/auth.pb-c.h"
 #include "authn.h"
+#include "config.h"
 #include "credentials.h"
 #include "err.h"
+#include "fault.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "problem.h"
+#include "ratelimit.h"
+#include "retry.h"
 #include "router.h"
 #include "rpc.h"
+#include "trace.h"
 #include "util.h"
 
 #define MAX_STATUS 600
+/* An attempt needs at least this much time left to be worth starting (else 504). */
+#define GW_MIN_ATTEMPT_MS 5
+/* Instances a request remembers having tried (retries.max_attempts is at most 10). */
+#define GW_MAX_TRIED 10
 
 struct reqstate {
     h2o_req_t *req;
@@ -43,8 +58,33 @@ struct reqstate {
     unsigned revoke_epoch;           /* gw_apikeys_epoch() when the resolve was sent */
     struct gw_upcall *upcall;
     int64_t start_us, upstream_start_us, upstream_us;
+    /* Set by proceed for the steps after it. */
+    uint8_t *packed;                 /* the RPC's input message, packed */
+    size_t packed_len;
+    Cairn__V1__Principal principal_pb;
     char subject[128];
     int want_protobuf;
+    /* Traffic policies. cfg is the policy file as it was when the request started. The
+     * steps fill the rest; respond() and access_log() report them. */
+    struct gw_config *cfg;           /* taken in gw_proxy_on_req, put in on_req_dispose */
+    int64_t ratelimit_us;            /* spent waiting for the rate-limit decision (Redis) */
+    const char *ratelimit;           /* rate-limit decision for the access log; NULL = none */
+    int attempts;                    /* upstream attempts made for the route's RPC */
+    char instance[96];               /* the instance the last attempt went to; "" = none */
+    struct gw_trace trace;           /* the client's trace context, or a new one */
+    char traceparent[GW_TRACEPARENT_LEN + 1];  /* sent to the service: our span's */
+    struct gw_fault fault;           /* injected by step_fault */
+    char fault_desc[40];             /* "delay=100ms", "abort=503", both, "" = none */
+    struct gw_fault_timer fault_timer;
+    int64_t fault_start_us, fault_us; /* the injected delay: when it began, how long */
+    bool fault_capped;               /* the delay was cut to the time left: answer 504 */
+    /* The upstream call's deadline and retries (step_call). */
+    int64_t deadline_us;             /* start_us + budget_ms */
+    int64_t budget_ms;
+    bool client_budget;              /* X-Request-Timeout-Ms shortened the route's */
+    bool retry_safe;                 /* idempotent route, or an Idempotency-Key */
+    const struct gw_endpoint *tried[GW_MAX_TRIED];
+    h2o_timeout_entry_t retry_timer; /* linked while waiting to retry */
 };
 
 static struct cn_metric *m_requests, *m_duration, *m_upstream, *m_inflight, *m_upstream_errors, *m_refused;
@@ -53,8 +93,11 @@ static struct cn_series **dur_series;      /* [nroutes + 1] */
 static struct cn_series **up_series;       /* [nservices] */
 static struct cn_series *inflight_series;
 
+static void resilience_init(void);
+
 void gw_proxy_init(void)
 {
+    gw_fault_init();
     m_requests = cn_metric_new(CN_METRIC_COUNTER, "cairn_http_requests_total",
                                "HTTP requests answered, by route template and status", "route,status", NULL, 0);
     m_duration = cn_metric_new(CN_METRIC_HISTOGRAM, "cairn_http_request_duration_seconds",
@@ -75,6 +118,7 @@ void gw_proxy_init(void)
     for (size_t i = 0; i < gw_nservices; i++)
         up_series[i] = cn_metric_series(m_upstream, (const char *[]){gw_services[i].name});
     inflight_series = cn_metric_series(m_inflight, NULL);
+    resilience_init();
 }
 
 static struct cn_series *request_series(size_t route, int status)
@@ -99,10 +143,19 @@ static void pool_free(void *data, void *p) { (void)data; (void)p; }
 
 /* ---- answering ---- */
 
-static void access_log(struct reqstate *st, int status, size_t bytes)
+/* A JSON string member, or "-" when v is NULL or empty. */
+static void log_str(struct cn_buf *b, const char *name, const char *v)
+{
+    cn_buf_printf(b, ",\"%s\":", name);
+    if (v == NULL || *v == '\0')
+        v = "-";
+    cn_buf_json_str(b, v, strlen(v));
+}
+
+/* One access-log line for st answered with status at now, plus the request metrics. */
+static void access_log(struct reqstate *st, int status, size_t bytes, int64_t now)
 {
     h2o_req_t *req = st->req;
-    int64_t now = cn_mono_us();
     struct cn_buf b = {0};
     char ts[40];
     struct timespec tv;
@@ -127,6 +180,11 @@ static void access_log(struct reqstate *st, int status, size_t bytes)
     cn_buf_json_str(&b, st->subject, strlen(st->subject));
     cn_buf_puts(&b, ",\"remote\":");
     cn_buf_json_str(&b, st->remote, strlen(st->remote));
+    cn_buf_printf(&b, ",\"attempts\":%d", st->attempts);
+    log_str(&b, "instance", st->instance);
+    log_str(&b, "ratelimit", st->ratelimit);
+    log_str(&b, "fault", st->fault_desc);
+    log_str(&b, "trace_id", st->trace.trace_id);
     cn_buf_printf(&b, ",\"http\":\"%d.%d\"}", req->version >> 8, req->version & 0xff);
     cn_log_line(b.data, b.len);
     cn_buf_free(&b);
@@ -136,9 +194,29 @@ static void access_log(struct reqstate *st, int status, size_t bytes)
     cn_series_observe(dur_series[ri], (double)(now - st->start_us) / 1e6);
 }
 
+/* Server-Timing: where the request's time went, in ms. upstream is time waiting for
+ * services (every attempt), ratelimit the wait for the rate-limit decision, fault an
+ * injected delay; gw is the rest, the gateway's own work. The parts add up to the whole. */
+static void server_timing(struct reqstate *st, int64_t now)
+{
+    h2o_req_t *req = st->req;
+    int64_t gw = now - st->start_us - st->upstream_us - st->ratelimit_us - st->fault_us;
+    char v[160];
+    int n = snprintf(v, sizeof v, "gw;dur=%.3f, upstream;dur=%.3f", (double)(gw > 0 ? gw : 0) / 1000.0,
+                     (double)st->upstream_us / 1000.0);
+    if (st->ratelimit_us > 0)
+        n += snprintf(v + n, sizeof v - (size_t)n, ", ratelimit;dur=%.3f", (double)st->ratelimit_us / 1000.0);
+    if (st->fault_us > 0)
+        n += snprintf(v + n, sizeof v - (size_t)n, ", fault;dur=%.3f", (double)st->fault_us / 1000.0);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("server-timing"), 0, NULL,
+                          h2o_strdup(&req->pool, v, (size_t)n).base, (size_t)n);
+}
+
 static void respond(struct reqstate *st, int status, const char *ctype, const char *body, size_t len)
 {
     h2o_req_t *req = st->req;
+    int64_t now = cn_mono_us();
+    server_timing(st, now);
     req->res.status = status;
     req->res.reason = gw_status_reason(status);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
@@ -149,7 +227,7 @@ static void respond(struct reqstate *st, int status, const char *ctype, const ch
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
     }
     req->res.content_length = len;
-    access_log(st, status, len);
+    access_log(st, status, len, now);
     h2o_send_inline(req, len ? body : "", len);
 }
 
@@ -196,11 +274,153 @@ static void add_retry_after(h2o_req_t *req, uint32_t ms)
 
 /* ---- the upstream answer ---- */
 
-/* Bookkeeping when an upstream call of st ends; answers a transport failure (timeout,
- * lost or no connection) and returns -1 then. */
-static int upcall_finished(struct reqstate *st, struct gw_upcall *c, const char *service)
+/* ---- deadlines and retries (retry.h), around the upstream answer ---- */
+
+static struct cn_metric *m_retries, *m_budget_exhausted, *m_shed;
+static struct gw_retry_budget *budgets;    /* [gw_nservices] */
+/* One h2o timeout per wait duration, per loop thread (h2o 2.2.5's timeouts have a fixed
+ * duration each), made on first use and kept for the thread's life. */
+static __thread h2o_timeout_t *retry_timeouts;
+
+/* The config's documented defaults, for a process where none was set (unit tests). */
+static const struct gw_config fallback_cfg = {
+    .retry_max_attempts = 3, .retry_base_ms = 25, .retry_cap_ms = 250, .retry_budget_percent = 20,
+    .retry_budget_min_per_s = 3, .outlier_failures = 5, .outlier_base_s = 30, .outlier_max_s = 300,
+    .outlier_max_percent = 50, .shed_max_outstanding = 256,
+};
+
+static void resilience_init(void)
+{
+    m_retries = cn_metric_new(CN_METRIC_COUNTER, "cairn_gateway_retries_total",
+                              "Upstream attempts retried, by service and reason", "service,reason", NULL, 0);
+    m_budget_exhausted = cn_metric_new(CN_METRIC_COUNTER, "cairn_gateway_retry_budget_exhausted_total",
+                                       "Retries not made because the service's retry budget was spent", "service",
+                                       NULL, 0);
+    m_shed = cn_metric_new(CN_METRIC_COUNTER, "cairn_gateway_shed_total",
+                           "Requests answered 503 at once because every instance was saturated", "service", NULL, 0);
+    budgets = cn_calloc(gw_nservices, sizeof *budgets);
+    for (size_t i = 0; i < gw_nservices; i++)
+        gw_budget_init(&budgets[i]);
+}
+
+/* The config st runs under: the one taken when it started, or the current one. */
+static const struct gw_config *req_config(struct reqstate *st)
+{
+    if (st->cfg == NULL)
+        st->cfg = gw_config_get();
+    return st->cfg ? st->cfg : &fallback_cfg;
+}
+
+/* Sets st's deadline from the route's timeout, shortened by a valid X-Request-Timeout-Ms.
+ * Answers 400 and returns -1 when the header is not a positive integer. */
+static int deadline_init(struct reqstate *st)
 {
     h2o_req_t *req = st->req;
+    int64_t route_ms = st->route->timeout_ms ? st->route->timeout_ms : gw_conf.upstream_timeout_ms;
+    st->budget_ms = route_ms;
+    st->client_budget = false;
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-timeout-ms"), -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        int64_t ms = 0;
+        bool ok = v.len > 0 && v.len <= 12;
+        for (size_t k = 0; ok && k < v.len; k++) {
+            ok = v.base[k] >= '0' && v.base[k] <= '9';
+            ms = ms * 10 + (v.base[k] - '0');
+        }
+        if (!ok || ms <= 0) {
+            respond_field_error(st, "X-Request-Timeout-Ms", "must be a positive integer (milliseconds)");
+            return -1;
+        }
+        if (ms < route_ms) {
+            st->budget_ms = ms;
+            st->client_budget = true;
+        }
+    }
+    st->deadline_us = st->start_us + st->budget_ms * 1000;
+    return 0;
+}
+
+/* Which budget a 504 ran out of, for its detail. */
+static const char *budget_name(const struct reqstate *st, char *buf, size_t len)
+{
+    if (st->client_budget)
+        snprintf(buf, len, "the client's X-Request-Timeout-Ms of %lld ms", (long long)st->budget_ms);
+    else
+        snprintf(buf, len, "the route's %lld ms", (long long)st->budget_ms);
+    return buf;
+}
+
+static void respond_deadline(struct reqstate *st, const char *fmt)
+{
+    char budget[96], detail[192];
+    snprintf(detail, sizeof detail, fmt, st->route->service, budget_name(st, budget, sizeof budget));
+    respond_problem(st, 504, detail, NULL, 0);
+}
+
+static size_t service_index(const struct reqstate *st) { return (size_t)(st->match.service - gw_services); }
+
+static struct gw_outlier_conf outlier_conf(const struct gw_config *cfg)
+{
+    return (struct gw_outlier_conf){cfg->outlier_failures, cfg->outlier_base_s, cfg->outlier_max_s,
+                                    cfg->outlier_max_percent};
+}
+
+static void attempt_start(struct reqstate *st);
+
+static void on_retry_timer(h2o_timeout_entry_t *entry)
+{
+    struct reqstate *st = H2O_STRUCT_FROM_MEMBER(struct reqstate, retry_timer, entry);
+    attempt_start(st);
+}
+
+/* Waits wait_ms on this loop, then starts the next attempt. */
+static void retry_later(struct reqstate *st, int64_t wait_ms, bool round_up)
+{
+    int64_t ms;
+    int b = gw_delay_bucket(wait_ms, round_up, &ms);
+    if (retry_timeouts == NULL)
+        retry_timeouts = cn_calloc(GW_DELAY_BUCKETS, sizeof *retry_timeouts);
+    h2o_timeout_t *t = &retry_timeouts[b];
+    if (t->_link.next == NULL)
+        h2o_timeout_init(gw_self->ctx.loop, t, (uint64_t)ms);
+    st->retry_timer.cb = on_retry_timer;
+    h2o_timeout_link(gw_self->ctx.loop, t, &st->retry_timer);
+}
+
+/* An attempt ended with a: schedules a retry and returns 1 when the rules, max_attempts,
+ * the deadline and the service's budget all allow it; else returns 0 (the caller
+ * answers with a's failure). */
+static int retry_maybe(struct reqstate *st, const struct gw_attempt *a, uint32_t retry_after_ms)
+{
+    const struct gw_config *cfg = req_config(st);
+    enum gw_retry_reason why = gw_retry_reason(a, st->retry_safe);
+    if (why == GW_RETRY_NO || st->attempts >= cfg->retry_max_attempts || st->attempts >= GW_MAX_TRIED)
+        return 0;
+    uint64_t rnd;
+    cn_random_bytes(&rnd, sizeof rnd);
+    int64_t backoff = gw_backoff_ms(st->attempts - 1, cfg->retry_base_ms, cfg->retry_cap_ms, rnd);
+    int64_t left = (st->deadline_us - cn_mono_us()) / 1000, wait;
+    if (gw_retry_wait(backoff, retry_after_ms, left, GW_MIN_ATTEMPT_MS, &wait) != 0)
+        return 0;
+    size_t si = service_index(st);
+    const char *service = st->route->service;
+    if (!gw_budget_take(&budgets[si], cn_mono_ms(), cfg->retry_budget_percent, cfg->retry_budget_min_per_s)) {
+        cn_series_add(cn_metric_series(m_budget_exhausted, (const char *[]){service}), 1);
+        return 0;
+    }
+    cn_series_add(cn_metric_series(m_retries, (const char *[]){service, gw_retry_reason_name(why)}), 1);
+    cn_log(CN_LOG_DEBUG, "GW-RETRY", st->request_id, "%s %s: attempt %d failed (%s); retrying in %lld ms", service,
+           st->route->rpc, st->attempts, gw_retry_reason_name(why), (long long)wait);
+    /* A service's retry_after is a minimum: round the timer up for it, down otherwise
+     * (a backoff is random anyway, and down never passes the deadline). */
+    retry_later(st, wait, retry_after_ms > 0 && wait == (int64_t)retry_after_ms && wait + 1 < left);
+    return 1;
+}
+
+/* Bookkeeping when an upstream call of st ends. */
+static void upcall_account(struct reqstate *st, const char *service)
+{
     st->upcall = NULL;
     gw_self->inflight--;
     cn_series_add(inflight_series, -1);
@@ -208,26 +428,44 @@ static int upcall_finished(struct reqstate *st, struct gw_upcall *c, const char 
     st->upstream_us += took;
     const struct gw_service *svc = gw_service_find(service);
     cn_series_observe(up_series[svc - gw_services], (double)took / 1e6);
+}
+
+/* Answers a transport failure of c (timeout, lost or no connection). */
+static void respond_transport(struct reqstate *st, struct gw_upcall *c, const char *service)
+{
+    const char *reason = c->rv == NNG_ETIMEDOUT                                 ? "timeout"
+                         : c->rv == NNG_ECANCELED || c->rv == NNG_ECONNRESET ? "connection_lost"
+                                                                             : "unavailable";
+    cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){service, reason}), 1);
+    char detail[160];
+    if (c->rv == NNG_ETIMEDOUT) {
+        if (st->deadline_us) {
+            respond_deadline(st, "%s did not answer within %s");
+            return;
+        }
+        snprintf(detail, sizeof detail, "%s did not answer in time", service);
+        respond_problem(st, 504, detail, NULL, 0);
+        return;
+    }
+    if (c->rv == NNG_ECANCELED || c->rv == NNG_ECONNRESET)
+        snprintf(detail, sizeof detail, "lost the connection to %s", service);
+    else
+        snprintf(detail, sizeof detail, "%s is unavailable: %s", service, nng_strerror(c->rv));
+    add_retry_after(st->req, 1000);
+    respond_problem(st, 503, detail, NULL, 0);
+}
+
+/* Bookkeeping when an upstream call of st ends; answers a transport failure (timeout,
+ * lost or no connection) and returns -1 then. For calls that are not retried (API key
+ * resolution). */
+static int upcall_finished(struct reqstate *st, struct gw_upcall *c, const char *service)
+{
+    upcall_account(st, service);
     if (c->rv == 0)
         return 0;
-    {
-        const char *reason = c->rv == NNG_ETIMEDOUT ? "timeout"
-                             : c->rv == NNG_ECANCELED ? "connection_lost" : "unavailable";
-        cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){service, reason}), 1);
-        char detail[160];
-        if (c->rv == NNG_ETIMEDOUT) {
-            snprintf(detail, sizeof detail, "%s did not answer in time", service);
-            respond_problem(st, 504, detail, NULL, 0);
-        } else {
-            if (c->rv == NNG_ECANCELED)
-                snprintf(detail, sizeof detail, "lost the connection to %s", service);
-            else
-                snprintf(detail, sizeof detail, "%s is unavailable: %s", service, nng_strerror(c->rv));
-            add_retry_after(req, 1000);
-            respond_problem(st, 503, detail, NULL, 0);
-        }
-        return -1;
-    }
+    gw_upcall_report(c, true, false, 0, NULL);
+    respond_transport(st, c, service);
+    return -1;
 }
 
 /* Answers a Result whose code is not OK. */
@@ -281,17 +519,38 @@ static void on_upstream_done(struct gw_upcall *c)
 {
     struct reqstate *st = c->data;
     h2o_req_t *req = st->req;
-    if (upcall_finished(st, c, st->route->service) != 0)
+    const char *service = st->route->service;
+    upcall_account(st, service);
+    struct gw_outlier_conf oc = outlier_conf(req_config(st));
+    if (c->rv != 0) {
+        /* Not sent: no connection ever took the request (our own cancel when the last
+         * connection dropped, or no pipe in time). */
+        struct gw_attempt a = {.end = !c->sent ? GW_END_NOT_SENT
+                                      : c->rv == NNG_ETIMEDOUT ? GW_END_TIMEOUT : GW_END_CONN_LOST};
+        gw_upcall_report(c, gw_attempt_failed(&a, st->client_budget), false, 0, &oc);
+        if (retry_maybe(st, &a, 0))
+            return;
+        respond_transport(st, c, service);
         return;
+    }
     ProtobufCAllocator alloc = {pool_alloc, pool_free, &req->pool};
     Cairn__V1__Result *res = cn_rpc_result_decode(c->reply, &alloc);
     if (res == NULL) {
-        cn_log(CN_LOG_ERROR, "GW-BAD-REPLY", st->request_id, "%s sent a malformed Result", st->route->service);
+        gw_upcall_report(c, true, false, 0, &oc);
+        cn_log(CN_LOG_ERROR, "GW-BAD-REPLY", st->request_id, "%s sent a malformed Result", service);
         respond_problem(st, 502, "the service sent a malformed reply", NULL, 0);
         return;
     }
+    struct gw_attempt a = {.end = GW_END_RESULT, .code = res->code, .unprocessed = res->unprocessed};
+    gw_upcall_report(c, gw_attempt_failed(&a, st->client_budget), true, res->load, &oc);
     if (res->code != CAIRN__V1__CODE__OK) {
-        respond_result_error(st, res, st->route->service, st->route->rpc);
+        if (retry_maybe(st, &a, res->retry_after_ms))
+            return;
+        if (res->code == CAIRN__V1__CODE__DEADLINE_EXCEEDED) {
+            respond_deadline(st, "%s did not finish within %s");
+            return;
+        }
+        respond_result_error(st, res, service, st->route->rpc);
         return;
     }
     if (st->method->output == &cairn__v1__raw_response__descriptor) {
@@ -315,7 +574,8 @@ static void on_upstream_done(struct gw_upcall *c)
     respond(st, st->route->status, "application/json", b->data, b->len);
 }
 
-/* The request died (client gone, connection closed): drop the upstream answer. */
+/* The request died (client gone, connection closed, or answered): drop the upstream
+ * answer or the retry it waits for, and the config it held. */
 static void on_req_dispose(void *p)
 {
     struct reqstate *st = p;
@@ -325,6 +585,11 @@ static void on_req_dispose(void *p)
         gw_self->inflight--;
         cn_series_add(inflight_series, -1);
     }
+    if (h2o_timeout_is_linked(&st->retry_timer))
+        h2o_timeout_unlink(&st->retry_timer);
+    gw_fault_timer_stop(&st->fault_timer);
+    gw_config_put(st->cfg);
+    st->cfg = NULL;
 }
 
 /* ---- request decoding ---- */
@@ -412,7 +677,10 @@ static void respond_unauthenticated(struct reqstate *st, const char *challenge, 
     respond_problem(st, 401, detail, NULL, 0);
 }
 
+static void step_rate_limit(struct reqstate *st);
 static void proceed(struct reqstate *st);
+static void step_fault(struct reqstate *st);
+static void step_call(struct reqstate *st);
 
 /* The caller is known: check the route's role, session and scope rules, then go on. */
 static void authorized_then_proceed(struct reqstate *st)
@@ -424,7 +692,7 @@ static void authorized_then_proceed(struct reqstate *st)
         respond_problem(st, 403, why, NULL, 0);
         return;
     }
-    proceed(st);
+    step_rate_limit(st);
 }
 
 /* ResolveApiKey answered (or not). */
@@ -696,6 +964,19 @@ int gw_ready(char *why, size_t whylen)
     return services_ready(why, whylen);
 }
 
+/* The trace context: the client's valid traceparent or a new trace; our own span id
+ * for the hop to the service (trace.h). */
+static void request_trace(struct reqstate *st)
+{
+    ssize_t i = h2o_find_header_by_str(&st->req->headers, H2O_STRLIT("traceparent"), -1);
+    if (i < 0 || gw_trace_parse(st->req->headers.entries[i].value.base, st->req->headers.entries[i].value.len,
+                                &st->trace) != 0)
+        gw_trace_new(&st->trace);
+    char span[17];
+    gw_trace_span_new(span);
+    gw_trace_format(st->trace.trace_id, span, st->trace.flags, st->traceparent);
+}
+
 int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
@@ -712,6 +993,7 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
     } else {
         cn_request_id_new(st->request_id);
     }
+    request_trace(st);
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl && ss.ss_family == AF_INET)
@@ -757,21 +1039,59 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
     st->route_index = m.index;
     st->method = m.method;
     st->match = m;
+    if (deadline_init(st) != 0)
+        return 0;
+    st->cfg = gw_config_get();
     if (m.route->auth == GW_AUTH_PUBLIC)
-        proceed(st);
+        step_rate_limit(st);
     else
         authenticate(st);
     return 0;
 }
 
-/* Decodes the body and parameters into the RPC's input and calls the service. */
+/* ---- the steps after authentication ---- */
+
+/* The rate-limit decision came (at once, or from Redis on this loop): refuse or go on. */
+static void on_rate_limited(void *data, const struct gw_rl_result *res)
+{
+    struct reqstate *st = data;
+    st->ratelimit = res->outcome;
+    st->ratelimit_us = res->waited_us;
+    if (res->status) {
+        add_retry_after(st->req, (uint32_t)(res->retry_after_ms > 0 ? res->retry_after_ms : 1));
+        respond_problem(st, res->status, res->detail, NULL, 0);
+        return;
+    }
+    proceed(st);
+}
+
+/* Rate limits: the request's policies decide (ratelimit.c), then proceed. The decision
+ * may wait for Redis; a request disposed meanwhile is forgotten by ratelimit.c. */
+static void step_rate_limit(struct reqstate *st)
+{
+    const struct gw_config *c = st->cfg;
+    if (c == NULL || c->npolicies == 0) {
+        proceed(st);
+        return;
+    }
+    struct gw_rl_caller caller = {
+        .authenticated = st->authenticated,
+        .subject = st->authenticated ? st->principal.sub : "",
+        .role = st->authenticated ? st->principal.role : "",
+        .key_id = st->authenticated ? st->principal.key_id : "",
+    };
+    gw_ratelimit_check(st->req, c, st->route_index, &caller, st->request_id, on_rate_limited, st);
+}
+
+/* Decodes the body and parameters into the RPC's input (st->packed), then step_fault. */
 static void proceed(struct reqstate *st)
 {
     h2o_req_t *req = st->req;
     const struct gw_match m = st->match;
-    Cairn__V1__Principal principal = CAIRN__V1__PRINCIPAL__INIT;
+    Cairn__V1__Principal *principal = &st->principal_pb;
+    cairn__v1__principal__init(principal);
     if (st->authenticated)
-        principal_to_proto(st, &principal);
+        principal_to_proto(st, principal);
 
     /* The body: JSON (transcoded), protobuf (passed through) or, on a raw route, bytes. */
     ProtobufCAllocator alloc = {pool_alloc, pool_free, &req->pool};
@@ -822,32 +1142,151 @@ static void proceed(struct reqstate *st)
         return;
 
     size_t n = protobuf_c_message_get_packed_size(input);
-    uint8_t *packed = h2o_mem_alloc_pool(&req->pool, n ? n : 1);
-    protobuf_c_message_pack(input, packed);
-    /* The call carries the time left, so time spent resolving an API key counts. */
-    int64_t timeout = m.route->timeout_ms ? m.route->timeout_ms : gw_conf.upstream_timeout_ms;
-    timeout -= (cn_mono_us() - st->start_us) / 1000;
-    if (timeout < 1) {
-        respond_problem(st, 504, "the route's time ran out before the call", NULL, 0);
+    st->packed = h2o_mem_alloc_pool(&req->pool, n ? n : 1);
+    protobuf_c_message_pack(input, st->packed);
+    st->packed_len = n;
+    step_fault(st);
+}
+
+/* Milliseconds left before st's deadline (deadline_init). */
+static int64_t time_left_ms(const struct reqstate *st) { return (st->deadline_us - cn_mono_us()) / 1000; }
+
+/* After an injected delay (if any): the injected abort, or the call. */
+static void fault_abort_or_call(struct reqstate *st)
+{
+    int status = st->fault.abort_status;
+    if (status == 0) {
+        step_call(st);
+        return;
+    }
+    gw_fault_count(st->route->path, "abort");
+    if (status == 429 || status == 503)
+        add_retry_after(st->req, 1000);
+    respond_problem(st, status, "fault injected", NULL, 0);
+}
+
+static void on_fault_delay_done(struct gw_fault_timer *t)
+{
+    struct reqstate *st = (struct reqstate *)((char *)t - offsetof(struct reqstate, fault_timer));
+    st->fault_us = cn_mono_us() - st->fault_start_us;
+    if (st->fault_capped) {
+        respond_deadline(st, "an injected fault delay before calling %s used all of %s");
+        return;
+    }
+    fault_abort_or_call(st);
+}
+
+/* Fault injection (fault.c), when the config enables it: a delay waits on the loop,
+ * capped at the time left (then 504, as a slow service would give); an abort answers
+ * its status. Then step_call. */
+static void step_fault(struct reqstate *st)
+{
+    const struct gw_config *c = st->cfg;
+    if (c == NULL || !c->faults_enabled) {
+        step_call(st);
+        return;
+    }
+    h2o_req_t *req = st->req;
+    const char *hv[2] = {NULL, NULL};
+    size_t hl[2] = {0, 0};
+    if (c->fault_headers) {
+        static const char *const names[2] = {"x-fault-delay-ms", "x-fault-abort"};
+        for (int k = 0; k < 2; k++) {
+            ssize_t i = h2o_find_header_by_str(&req->headers, names[k], strlen(names[k]), -1);
+            if (i >= 0) {
+                hv[k] = req->headers.entries[i].value.base;
+                hl[k] = req->headers.entries[i].value.len;
+            }
+        }
+    }
+    const char *bad = NULL;
+    if (gw_fault_decide(c, gw_config_route_group(c, st->route_index), hv[0], hl[0], hv[1], hl[1], &st->fault,
+                        &bad) != 0) {
+        respond_field_error(st, bad,
+                            strcmp(bad, "X-Fault-Abort") == 0 ? "must be an HTTP status from 400 to 599"
+                                                              : "must be milliseconds from 0 to 600000");
+        return;
+    }
+    int n = 0;
+    if (st->fault.delay_ms > 0)
+        n = snprintf(st->fault_desc, sizeof st->fault_desc, "delay=%dms", st->fault.delay_ms);
+    if (st->fault.abort_status > 0)
+        snprintf(st->fault_desc + n, sizeof st->fault_desc - (size_t)n, "%sabort=%d", n ? "," : "",
+                 st->fault.abort_status);
+    if (st->fault.delay_ms <= 0) {
+        fault_abort_or_call(st);
+        return;
+    }
+    gw_fault_count(st->route->path, "delay");
+    int64_t ms = st->fault.delay_ms, left = time_left_ms(st);
+    if (ms >= left) {
+        ms = left > 0 ? left : 0;
+        st->fault_capped = true;
+    }
+    st->fault_start_us = cn_mono_us();
+    gw_fault_timer_start(&st->fault_timer, gw_self->ctx.loop, ms, on_fault_delay_done);
+}
+
+/* Calls the service with st->packed, retrying as retry.h allows, and answers from
+ * on_upstream_done. */
+static void step_call(struct reqstate *st)
+{
+    h2o_req_t *req = st->req;
+    st->retry_safe = st->route->idempotent ||
+                     h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1) >= 0;
+    gw_budget_request(&budgets[service_index(st)], cn_mono_ms());
+    attempt_start(st);
+}
+
+/* Starts one attempt with the time left, on an instance not tried yet when there is one;
+ * answers when none can start (no time: 504; saturated: 503 now; no instance: 503 unless
+ * a retry is allowed). */
+static void attempt_start(struct reqstate *st)
+{
+    h2o_req_t *req = st->req;
+    const struct gw_match m = st->match;
+    const struct gw_config *cfg = req_config(st);
+    const Cairn__V1__Principal *principal = &st->principal_pb;
+    /* The call carries the time left, so time spent before (authentication, a rate-limit
+     * decision, earlier attempts) counts. */
+    int64_t left = (st->deadline_us - cn_mono_us()) / 1000;
+    if (left < GW_MIN_ATTEMPT_MS) {
+        respond_deadline(st, st->attempts ? "no time left to retry %s within %s" : "no time left to call %s within %s");
         return;
     }
     nng_msg *call;
-    cn_rpc_call_encode_raw(m.route->rpc, st->request_id, (uint32_t)timeout,
-                           principal.subject ? &principal : NULL, st->remote, packed, n, &call);
+    cn_rpc_call_encode_traced(m.route->rpc, st->request_id, (uint32_t)left, principal->subject ? principal : NULL,
+                              st->remote, st->traceparent, st->packed, st->packed_len, &call);
 
-    size_t si = (size_t)(m.service - gw_services);
+    size_t si = service_index(st);
+    struct gw_pick pick = {.exclude = st->tried, .nexclude = st->attempts < GW_MAX_TRIED ? st->attempts : GW_MAX_TRIED,
+                           .max_outstanding = cfg->shed_max_outstanding};
     st->upstream_start_us = cn_mono_us();
-    if (gw_upstream_call(gw_upstreams[si], call, (int)timeout, &gw_self->upstream_rx, on_upstream_done, st,
-                         &st->upcall) != CN_OK) {
-        nng_msg_free(call);
-        cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){m.route->service, "no_instance"}), 1);
-        char detail[128];
-        snprintf(detail, sizeof detail, "no %s instance is reachable", m.route->service);
+    st->attempts++;
+    int rv = gw_upstream_call_ex(gw_upstreams[si], call, (int)left, &gw_self->upstream_rx, on_upstream_done, st,
+                                 &pick, &st->upcall);
+    if (rv == CN_OK) {
+        if (st->attempts <= GW_MAX_TRIED)
+            st->tried[st->attempts - 1] = st->upcall->ep;
+        snprintf(st->instance, sizeof st->instance, "%s", gw_upcall_instance(st->upcall));
+        gw_self->inflight++;
+        cn_series_add(inflight_series, 1);
+        return;
+    }
+    nng_msg_free(call);
+    char detail[128];
+    if (rv == CN_EFULL) {
+        cn_series_add(cn_metric_series(m_shed, (const char *[]){m.route->service}), 1);
+        snprintf(detail, sizeof detail, "every %s instance is saturated: try again shortly", m.route->service);
         add_retry_after(req, 1000);
         respond_problem(st, 503, detail, NULL, 0);
         return;
     }
-    gw_self->inflight++;
-    cn_series_add(inflight_series, 1);
-    return;
+    struct gw_attempt a = {.end = GW_END_NO_INSTANCE};
+    if (retry_maybe(st, &a, 0))
+        return;
+    cn_series_add(cn_metric_series(m_upstream_errors, (const char *[]){m.route->service, "no_instance"}), 1);
+    snprintf(detail, sizeof detail, "no %s instance is reachable", m.route->service);
+    add_retry_after(req, 1000);
+    respond_problem(st, 503, detail, NULL, 0);
 }

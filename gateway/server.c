@@ -1,8 +1,10 @@
 /* server.c — h2o set-up: one event loop per thread (CAIRN_THREADS), each with its own
  * SO_REUSEPORT listener so the kernel spreads connections; HTTP/1.1, h2c (upgrade and
  * prior knowledge) and, with CAIRN_TLS_CERT/CAIRN_TLS_KEY, HTTP/2 over TLS via ALPN.
- * SIGTERM/SIGINT close the listeners, let each loop finish the upstream calls it is
- * waiting for (at most CAIRN_DRAIN_MS), and return 0.
+ * SIGTERM/SIGINT close the listeners, let each loop finish the upstream calls and
+ * rate-limit decisions it is waiting for (at most CAIRN_DRAIN_MS), and return 0.
+ * SIGHUP re-reads the policy file (gw_config_reload) on the main thread, which waits for
+ * signals with sigwait: no code runs in a signal handler.
  */
 #include "gateway.h"
 
@@ -19,7 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 __thread struct gw_thread *gw_self;
@@ -81,10 +85,11 @@ static void *thread_main(void *arg)
     h2o_socket_close(t->listener);
     t->listener = NULL;
     int64_t deadline = cn_mono_ms() + gw_conf.drain_ms;
-    while (t->inflight > 0 && cn_mono_ms() < deadline)
+    while ((t->inflight > 0 || gw_ratelimit_waiting() > 0) && cn_mono_ms() < deadline)
         h2o_evloop_run(t->ctx.loop, 10);
     /* One more turn flushes responses just written. */
     h2o_evloop_run(t->ctx.loop, 0);
+    gw_ratelimit_thread_fini();
     return NULL;
 }
 
@@ -162,8 +167,10 @@ int gw_server_run(void)
 
     int sig = 0;
     sigwait(&set, &sig);
-    while (sig == SIGHUP)
+    while (sig == SIGHUP) {
+        gw_config_reload();
         sigwait(&set, &sig);
+    }
     cn_log(CN_LOG_INFO, "GW-STOPPING", NULL, "signal %d: draining for at most %lld ms", sig, (long long)gw_conf.drain_ms);
     atomic_store(&gw_stopping, 1);
     for (int i = 0; i < n; i++)

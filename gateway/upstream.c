@@ -1,10 +1,15 @@
-/* upstream.c — instances of a service (resolved, refreshed), least-loaded choice, and
- * the async REQ call (upstream.h).
+/* upstream.c — instances of a service (resolved, refreshed), the choice of one (power
+ * of two choices, shedding, outlier ejection), and the async REQ call (upstream.h).
  *
  * The live endpoint set is an immutable array swapped atomically: loop threads read it
  * without locks while the resolver thread builds the next one. A replaced set, and an
  * endpoint that left it, are freed only after two later refreshes (readers hold a set
- * for microseconds) and, for an endpoint, once its calls in flight are done.
+ * for microseconds) and, for an endpoint, once its calls in flight are done (a call
+ * counts as in flight until its loop has handled and freed it).
+ *
+ * Ejection state is per endpoint under the service's omtx (outcomes come from every
+ * loop thread, and the "never more than max_percent" rule looks at all instances);
+ * choice reads only an atomic copy of the ejection time, so it takes no lock.
  */
 #include "upstream.h"
 
@@ -18,11 +23,15 @@
 
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "util.h"
 
 #define MAX_TARGETS 32
 #define MAX_ENDPOINTS 256
+/* A reported load older than this no longer counts: an instance that is not chosen
+ * reports nothing, and a stale high figure would keep it unchosen for good. */
+#define LOAD_FRESH_MS 1000
 
 struct gw_endpoint {
     struct gw_upstream *up;
@@ -36,6 +45,11 @@ struct gw_endpoint {
     int retired_at;         /* refresh generation it left the set, 0 while live */
     bool closed;
     struct gw_endpoint *next_retired;
+    atomic_uint load;               /* the load its last Result reported ... */
+    _Atomic int64_t load_at_ms;     /* ... and when */
+    _Atomic int64_t ejected_until;  /* copy of ol.until_ms for choosing without the lock */
+    struct gw_outlier ol;           /* under up->omtx */
+    struct cn_series *attempt_series;
 };
 
 struct epset {
@@ -59,8 +73,131 @@ struct gw_upstream {
     struct epset *old_sets;            /* replaced, waiting to be freed */
     struct gw_endpoint *retired;       /* left the set, waiting for calls to end */
     int generation;
-    atomic_uint rr;                    /* tie-break rotation */
+    pthread_mutex_t omtx;              /* outlier state of every endpoint */
+    struct cn_series *g_connected, *g_ejected, *c_ejections;
 };
+
+static struct cn_metric *m_ejections, *m_instances, *m_attempt;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+    m_ejections = cn_metric_new(CN_METRIC_COUNTER, "cairn_gateway_ejections_total",
+                                "Instances ejected for consecutive failures, by service", "service", NULL, 0);
+    m_instances = cn_metric_new(CN_METRIC_GAUGE, "cairn_gateway_instances",
+                                "Instances by service and state (connected and taking traffic, or ejected)",
+                                "service,state", NULL, 0);
+    m_attempt = cn_metric_new(CN_METRIC_HISTOGRAM, "cairn_gateway_upstream_attempt_seconds",
+                              "Time of one upstream attempt, by service and instance", "service,instance", NULL, 0);
+}
+
+/* A per-thread xorshift for the choice: cheap, and good enough to spread load. */
+static uint64_t next_random(void)
+{
+    static __thread uint64_t x;
+    if (x == 0) {
+        cn_random_bytes(&x, sizeof x);
+        x |= 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
+/* ---- outlier bookkeeping (pure) ---- */
+
+int64_t gw_outlier_fail(struct gw_outlier *o, int64_t now_ms, const struct gw_outlier_conf *c, bool may_eject)
+{
+    if (c->failures <= 0 || gw_outlier_ejected(o, now_ms))
+        return 0;   /* disabled, or a late answer to a call sent before the ejection */
+    if (o->until_ms != 0) {
+        o->until_ms = 0;
+        o->probing = true;
+    }
+    o->failures++;
+    if ((!o->probing && o->failures < c->failures) || !may_eject)
+        return 0;
+    int64_t s = c->base_s > 0 ? c->base_s : 1;
+    for (int i = 0; i < o->ejections && s < c->max_s; i++)
+        s *= 2;
+    if (c->max_s > 0 && s > c->max_s)
+        s = c->max_s;
+    o->ejections++;
+    o->failures = 0;
+    o->probing = false;
+    o->until_ms = now_ms + s * 1000;
+    return s * 1000;
+}
+
+void gw_outlier_ok(struct gw_outlier *o)
+{
+    o->until_ms = 0;
+    o->failures = 0;
+    o->ejections = 0;
+    o->probing = false;
+}
+
+int gw_outlier_max_ejected(int n, int64_t max_percent)
+{
+    int64_t k = (int64_t)n * max_percent / 100;
+    if (k > n - 1)
+        k = n - 1;
+    return k < 0 ? 0 : (int)k;
+}
+
+int gw_p2c(const unsigned *score, int n, uint64_t rnd)
+{
+    if (n <= 0)
+        return -1;
+    if (n == 1)
+        return 0;
+    int a = (int)(rnd % (uint64_t)n);
+    int b = (int)((rnd / (uint64_t)n) % (uint64_t)(n - 1));
+    if (b >= a)
+        b++;
+    return score[b] < score[a] ? b : a;
+}
+
+/* Sets the instance gauges from the current set. Any thread. */
+static void gauges_update(struct gw_upstream *u)
+{
+    struct epset *set = atomic_load(&u->set);
+    int64_t now = cn_mono_ms();
+    int up = 0, out = 0;
+    for (int i = 0; set && i < set->n; i++) {
+        int64_t until = atomic_load(&set->eps[i]->ejected_until);
+        if (until != 0 && now < until)
+            out++;
+        else if (atomic_load(&set->eps[i]->pipes) > 0)
+            up++;
+    }
+    cn_series_set(u->g_connected, up);
+    cn_series_set(u->g_ejected, out);
+}
+
+/* An ejection of ep ran out: it takes traffic again, on probation. Under u->omtx. */
+static void returned_locked(struct gw_upstream *u, struct gw_endpoint *ep)
+{
+    ep->ol.until_ms = 0;
+    ep->ol.probing = true;
+    atomic_store(&ep->ejected_until, 0);
+    cn_log(CN_LOG_INFO, "GW-UPSTREAM-RETURNED", NULL, "%s instance %s takes traffic again after its ejection",
+           u->name, ep->addr);
+}
+
+/* Instances of u's current set ejected at now. Under u->omtx. */
+static int ejected_locked(struct gw_upstream *u, int64_t now, bool *member, const struct gw_endpoint *ep)
+{
+    struct epset *set = atomic_load(&u->set);
+    int n = 0;
+    *member = false;
+    for (int i = 0; set && i < set->n; i++) {
+        n += gw_outlier_ejected(&set->eps[i]->ol, now);
+        *member |= set->eps[i] == ep;
+    }
+    return n;
+}
 
 /* nng fires REM_POST for every pipe that saw ADD_PRE, also for one that failed before
  * ADD_POST (a peer of the wrong protocol, a pipe closed while starting): only pipes that
@@ -87,9 +224,12 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
     if (!counted)
         return;
     if (ev == NNG_PIPE_EV_ADD_POST) {
-        if (atomic_fetch_add(&ep->pipes, 1) == 0)
+        if (atomic_fetch_add(&ep->pipes, 1) == 0) {
             cn_log(CN_LOG_INFO, "GW-UPSTREAM-UP", NULL, "%s connected at %s", ep->up->name, ep->addr);
+            gauges_update(ep->up);
+        }
     } else if (atomic_fetch_sub(&ep->pipes, 1) == 1) {
+        gauges_update(ep->up);
         cn_log(CN_LOG_WARN, "GW-UPSTREAM-DOWN", NULL, "%s lost at %s", ep->up->name, ep->addr);
         /* nng runs pipe callbacks with no lock held, and a cancelled aio completes on
          * nng's task threads, so cancelling here cannot deadlock. */
@@ -130,6 +270,7 @@ static struct gw_endpoint *endpoint_open(struct gw_upstream *u, const char *addr
     ep->up = u;
     ep->addr = cn_strdup(addr);
     pthread_mutex_init(&ep->mtx, NULL);
+    ep->attempt_series = cn_metric_series(m_attempt, (const char *[]){u->name, addr});
     if (cn_rpc_req_socket(&ep->sock, u->max_msg) != CN_OK)
         abort();
     nng_pipe_notify(ep->sock, NNG_PIPE_EV_ADD_POST, on_pipe, ep);
@@ -264,6 +405,7 @@ void gw_upstream_refresh(struct gw_upstream *u)
         }
     }
     atomic_store(&u->set, next);
+    gauges_update(u);
     if (cur) {
         cur->retired_at = u->generation;
         cur->next_old = u->old_sets;
@@ -304,9 +446,14 @@ reclaim:
 
 struct gw_upstream *gw_upstream_new(const char *service, const char *addrs, size_t max_msg)
 {
+    pthread_once(&metrics_once, metrics_init);
     struct gw_upstream *u = cn_calloc(1, sizeof *u);
     u->name = cn_strdup(service);
     u->max_msg = max_msg;
+    pthread_mutex_init(&u->omtx, NULL);
+    u->g_connected = cn_metric_series(m_instances, (const char *[]){service, "connected"});
+    u->g_ejected = cn_metric_series(m_instances, (const char *[]){service, "ejected"});
+    u->c_ejections = cn_metric_series(m_ejections, (const char *[]){service});
 
     const char *p = addrs;
     while (p && *p) {
@@ -372,6 +519,7 @@ void gw_upstream_free(struct gw_upstream *u)
         free(u->targets[i].host);
         free(u->targets[i].port);
     }
+    pthread_mutex_destroy(&u->omtx);
     free(u->name);
     free(u);
 }
@@ -387,26 +535,76 @@ int gw_upstream_connected(const struct gw_upstream *u)
     return n;
 }
 
-/* The connected endpoint with the fewest calls in flight; ties rotate. */
-static struct gw_endpoint *pick(struct gw_upstream *u)
+/* The instance for a call (see upstream.h), or NULL with *why: CN_EUNAVAIL when none is
+ * connected, CN_EFULL when every eligible one is saturated. */
+static struct gw_endpoint *pick(struct gw_upstream *u, const struct gw_pick *p, int *why)
 {
-    struct gw_endpoint *best = NULL;
-    int best_load = 0;
     struct epset *set = atomic_load(&u->set);
-    if (set == NULL || set->n == 0)
-        return NULL;
-    unsigned start = atomic_fetch_add(&u->rr, 1);
-    for (int k = 0; k < set->n; k++) {
-        struct gw_endpoint *ep = set->eps[(start + (unsigned)k) % (unsigned)set->n];
+    struct gw_endpoint *cand[MAX_ENDPOINTS];
+    unsigned score[MAX_ENDPOINTS];
+    int n = 0, connected = 0;
+    int64_t now = cn_mono_ms();
+    *why = CN_EUNAVAIL;
+    for (int i = 0; set && i < set->n; i++) {
+        struct gw_endpoint *ep = set->eps[i];
         if (atomic_load(&ep->pipes) <= 0)
             continue;
-        int load = atomic_load(&ep->inflight);
-        if (best == NULL || load < best_load) {
-            best = ep;
-            best_load = load;
+        connected++;
+        int64_t until = atomic_load(&ep->ejected_until);
+        if (until != 0) {
+            if (now < until)
+                continue;
+            pthread_mutex_lock(&u->omtx);
+            if (ep->ol.until_ms != 0 && now >= ep->ol.until_ms)
+                returned_locked(u, ep);
+            else if (ep->ol.until_ms == 0)
+                atomic_store(&ep->ejected_until, 0);
+            pthread_mutex_unlock(&u->omtx);
+            gauges_update(u);
+        }
+        cand[n++] = ep;
+    }
+    /* Every connected instance ejected (the config changed under them): better any
+     * instance than none (Envoy's panic mode). */
+    if (n == 0) {
+        for (int i = 0; set && i < set->n && connected; i++)
+            if (atomic_load(&set->eps[i]->pipes) > 0)
+                cand[n++] = set->eps[i];
+        if (n == 0)
+            return NULL;
+    }
+    if (p && p->max_outstanding > 0) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (atomic_load(&cand[i]->inflight) < p->max_outstanding)
+                cand[k++] = cand[i];
+        if (k == 0) {
+            *why = CN_EFULL;
+            return NULL;
+        }
+        n = k;
+    }
+    if (p && p->nexclude > 0) {
+        int k = 0;
+        struct gw_endpoint *kept[MAX_ENDPOINTS];
+        for (int i = 0; i < n; i++) {
+            bool tried = false;
+            for (int j = 0; j < p->nexclude; j++)
+                tried |= p->exclude[j] == cand[i];
+            if (!tried)
+                kept[k++] = cand[i];
+        }
+        if (k > 0) {
+            memcpy(cand, kept, (size_t)k * sizeof cand[0]);
+            n = k;
         }
     }
-    return best;
+    for (int i = 0; i < n; i++) {
+        struct gw_endpoint *ep = cand[i];
+        unsigned load = now - atomic_load(&ep->load_at_ms) < LOAD_FRESH_MS ? atomic_load(&ep->load) : 0;
+        score[i] = (unsigned)atomic_load(&ep->inflight) + load;
+    }
+    return cand[gw_p2c(score, n, next_random())];
 }
 
 static void on_aio(void *arg)
@@ -431,23 +629,26 @@ static void on_aio(void *arg)
     }
     c->rv = rv;
     calls_remove(c->ep, c);
-    atomic_fetch_sub(&c->ep->inflight, 1);
+    /* inflight goes down on the loop, once the call is freed (gw_upstream_on_messages). */
     h2o_multithread_send_message(c->rx, &c->super);
 }
 
-int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_multithread_receiver_t *rx,
-                     void (*on_done)(struct gw_upcall *), void *data, struct gw_upcall **out)
+int gw_upstream_call_ex(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_multithread_receiver_t *rx,
+                        void (*on_done)(struct gw_upcall *), void *data, const struct gw_pick *p,
+                        struct gw_upcall **out)
 {
+    int why = CN_EUNAVAIL;
     /* Twice: the resolver may close a retired endpoint between pick and open. */
     for (int attempt = 0; attempt < 2; attempt++) {
-        struct gw_endpoint *ep = pick(u);
+        struct gw_endpoint *ep = pick(u, p, &why);
         if (ep == NULL)
-            return CN_EUNAVAIL;
+            return why;
         struct gw_upcall *c = cn_calloc(1, sizeof *c);
         atomic_fetch_add(&ep->inflight, 1);
         if (nng_ctx_open(&c->ctx, ep->sock) != 0) {
             atomic_fetch_sub(&ep->inflight, 1);
             free(c);
+            why = CN_EUNAVAIL;
             continue;
         }
         c->up = u;
@@ -455,6 +656,7 @@ int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_mu
         c->on_done = on_done;
         c->data = data;
         c->rx = rx;
+        c->start_us = cn_mono_us();
         if (nng_aio_alloc(&c->aio, on_aio, c) != 0)
             abort();
         nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
@@ -467,7 +669,53 @@ int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_mu
         *out = c;
         return CN_OK;
     }
-    return CN_EUNAVAIL;
+    return why;
+}
+
+int gw_upstream_call(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_multithread_receiver_t *rx,
+                     void (*on_done)(struct gw_upcall *), void *data, struct gw_upcall **out)
+{
+    return gw_upstream_call_ex(u, msg, timeout_ms, rx, on_done, data, NULL, out);
+}
+
+const char *gw_upcall_instance(const struct gw_upcall *call) { return call->ep->addr; }
+
+void gw_upcall_report(struct gw_upcall *call, bool failed, bool have_load, uint32_t load,
+                      const struct gw_outlier_conf *oc)
+{
+    struct gw_endpoint *ep = call->ep;
+    struct gw_upstream *u = call->up;
+    int64_t now = cn_mono_ms();
+    if (have_load) {
+        atomic_store(&ep->load, load);
+        atomic_store(&ep->load_at_ms, now);
+    }
+    if (oc == NULL)
+        return;
+    int64_t ejected_ms = 0;
+    pthread_mutex_lock(&u->omtx);
+    if (ep->ol.until_ms != 0 && now >= ep->ol.until_ms)
+        returned_locked(u, ep);
+    if (!failed) {
+        if (!gw_outlier_ejected(&ep->ol, now))
+            gw_outlier_ok(&ep->ol);
+    } else {
+        bool member;
+        int out = ejected_locked(u, now, &member, ep);
+        struct epset *set = atomic_load(&u->set);
+        bool may = member && out < gw_outlier_max_ejected(set ? set->n : 0, oc->max_percent);
+        ejected_ms = gw_outlier_fail(&ep->ol, now, oc, may);
+        if (ejected_ms) {
+            atomic_store(&ep->ejected_until, ep->ol.until_ms);
+            cn_log(CN_LOG_WARN, "GW-UPSTREAM-EJECTED", NULL, "%s instance %s ejected for %lld s (ejection %d in a row)",
+                   u->name, ep->addr, (long long)(ejected_ms / 1000), ep->ol.ejections);
+        }
+    }
+    pthread_mutex_unlock(&u->omtx);
+    if (ejected_ms) {
+        cn_series_add(u->c_ejections, 1);
+        gauges_update(u);
+    }
 }
 
 void gw_upcall_cancel(struct gw_upcall *call)
@@ -482,13 +730,19 @@ void gw_upstream_on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mes
     while (!h2o_linklist_is_empty(messages)) {
         struct gw_upcall *c = H2O_STRUCT_FROM_MEMBER(struct gw_upcall, super.link, messages->next);
         h2o_linklist_unlink(&c->super.link);
-        if (!atomic_load(&c->cancelled) && c->on_done)
-            c->on_done(c);
+        struct gw_endpoint *ep = c->ep;
+        if (!atomic_load(&c->cancelled)) {
+            cn_series_observe(ep->attempt_series, (double)(cn_mono_us() - c->start_us) / 1e6);
+            if (c->on_done)
+                c->on_done(c);
+        }
         /* on_aio has returned or is returning; nng_aio_free waits for it. */
         nng_aio_free(c->aio);
         nng_ctx_close(c->ctx);
         if (c->reply)
             nng_msg_free(c->reply);
         free(c);
+        /* Last: the resolver closes a retired endpoint's socket once this reaches 0. */
+        atomic_fetch_sub(&ep->inflight, 1);
     }
 }

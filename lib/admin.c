@@ -9,12 +9,16 @@
  * blocked: SIGTERM goes to the service's main thread, and a peer that hangs up mid-reply
  * gives EPIPE here rather than killing the process with SIGPIPE. Requests are small and
  * capped (headers, body, idle timeout) since anyone who can reach the port can send them.
+ * /faults (only after cn_admin_allow_faults) sets the RPC server's fault injection
+ * (rpc.h) from a small JSON document; it is a test facility and answers 404 otherwise.
  * To add an endpoint: add a row to routes[] and write its handler.
  */
 #include "admin.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +30,13 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
+#include <jansson.h>
 
 #include "buf.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "rpc.h"
 #include "util.h"
 
 #define MAX_HEADERS_SIZE 8192
@@ -44,6 +50,7 @@ struct cn_admin {
     int port;
     cn_admin_ready_fn ready;
     void *arg;
+    atomic_bool faults;     /* /faults served */
 };
 
 static const char TEXT[] = "text/plain; charset=utf-8";
@@ -95,13 +102,161 @@ static void on_metrics(struct cn_admin *a, struct evhttp_request *req)
     cn_buf_free(&b);
 }
 
+/* ---- /faults ---- */
+
+static const char JSON_TEXT[] = "application/json";
+
+static void reply_faults(struct evhttp_request *req, int status, const char *reason)
+{
+    struct cn_rpc_faults f;
+    cn_rpc_faults_get(&f);
+    json_t *methods = json_array();
+    for (size_t i = 0; i < f.nmethods; i++)
+        json_array_append_new(methods, json_string(f.methods[i]));
+    json_t *doc = json_pack("{s:i, s:f, s:s, s:f, s:o}", "delay_ms", f.delay_ms, "delay_percent",
+                            f.delay_percent, "abort_code",
+                            f.abort_code == CAIRN__V1__CODE__OK ? "" : cn_code_name(f.abort_code),
+                            "abort_percent", f.abort_percent, "methods", methods);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    reply(req, status, reason, JSON_TEXT, text, strlen(text));
+    free(text);
+    json_decref(doc);
+}
+
+static void reply_bad_faults(struct evhttp_request *req, const char *why)
+{
+    json_t *doc = json_pack("{s:s}", "error", why);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    reply(req, HTTP_BADREQUEST, "Bad Request", JSON_TEXT, text, strlen(text));
+    free(text);
+    json_decref(doc);
+}
+
+/* A percentage member: a number in [0, 100]; def when absent. Returns 0 or -1. */
+static int percent_of(json_t *doc, const char *key, double def, double *out)
+{
+    json_t *v = json_object_get(doc, key);
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 100)
+        return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* Parses a PUT /faults document into f; on error writes why and returns -1. */
+static int faults_parse(json_t *doc, struct cn_rpc_faults *f, char *why, size_t whylen)
+{
+    static const char *const keys[] = {"delay_ms", "delay_percent", "abort_code", "abort_percent", "methods"};
+    const char *key;
+    json_t *v;
+    memset(f, 0, sizeof *f);
+    if (!json_is_object(doc)) {
+        snprintf(why, whylen, "the body must be a JSON object");
+        return -1;
+    }
+    json_object_foreach(doc, key, v) {
+        size_t i = 0;
+        while (i < CN_ARRAY_LEN(keys) && strcmp(key, keys[i]) != 0)
+            i++;
+        if (i == CN_ARRAY_LEN(keys)) {
+            snprintf(why, whylen, "unknown key '%.64s'", key);
+            return -1;
+        }
+    }
+    if ((v = json_object_get(doc, "delay_ms")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > CN_RPC_FAULT_MAX_DELAY_MS) {
+            snprintf(why, whylen, "delay_ms must be an integer from 0 to %d", CN_RPC_FAULT_MAX_DELAY_MS);
+            return -1;
+        }
+        f->delay_ms = (int)json_integer_value(v);
+    }
+    if ((v = json_object_get(doc, "abort_code")) != NULL) {
+        if (!json_is_string(v) || cn_code_parse(json_string_value(v), &f->abort_code) != CN_OK ||
+            f->abort_code == CAIRN__V1__CODE__OK) {
+            snprintf(why, whylen, "abort_code must be a gRPC code name other than OK, e.g. UNAVAILABLE");
+            return -1;
+        }
+    }
+    /* A fault given without its percentage applies to every call. */
+    if (percent_of(doc, "delay_percent", f->delay_ms ? 100 : 0, &f->delay_percent) != 0 ||
+        percent_of(doc, "abort_percent", f->abort_code ? 100 : 0, &f->abort_percent) != 0) {
+        snprintf(why, whylen, "delay_percent and abort_percent must be numbers from 0 to 100");
+        return -1;
+    }
+    if ((v = json_object_get(doc, "methods")) != NULL) {
+        if (!json_is_array(v) || json_array_size(v) > CN_RPC_FAULT_MAX_METHODS) {
+            snprintf(why, whylen, "methods must be an array of at most %d method names", CN_RPC_FAULT_MAX_METHODS);
+            return -1;
+        }
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) {
+            if (!json_is_string(m) || json_string_length(m) == 0 ||
+                json_string_length(m) >= sizeof f->methods[0]) {
+                snprintf(why, whylen, "methods[%zu] must be a method name of 1 to %zu characters", i,
+                         sizeof f->methods[0] - 1);
+                return -1;
+            }
+            memcpy(f->methods[i], json_string_value(m), json_string_length(m) + 1);
+        }
+        f->nmethods = json_array_size(v);
+    }
+    return 0;
+}
+
+/* GET shows the faults, PUT replaces them, DELETE clears them. */
+static void on_faults(struct cn_admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd == EVHTTP_REQ_DELETE) {
+        cn_rpc_faults_set(NULL);
+        cn_log_warn("ADMIN-FAULTS-CLEARED", "fault injection cleared");
+    } else if (cmd == EVHTTP_REQ_PUT) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        json_error_t jerr;
+        json_t *doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+        if (doc == NULL) {
+            char why[200];
+            snprintf(why, sizeof why, "the body is not valid JSON: %s", jerr.text);
+            reply_bad_faults(req, why);
+            return;
+        }
+        struct cn_rpc_faults f;
+        char why[160];
+        int rv = faults_parse(doc, &f, why, sizeof why);
+        json_decref(doc);
+        if (rv != 0) {
+            reply_bad_faults(req, why);
+            return;
+        }
+        cn_rpc_faults_set(&f);
+        cn_log_warn("ADMIN-FAULTS-SET", "fault injection set: delay %d ms at %.1f%%, abort %s at %.1f%%, %zu method(s)",
+                    f.delay_ms, f.delay_percent, f.abort_code ? cn_code_name(f.abort_code) : "none",
+                    f.abort_percent, f.nmethods);
+    }
+    reply_faults(req, HTTP_OK, "OK");
+}
+
+#define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+
 static const struct route {
     const char *path;
     void (*handler)(struct cn_admin *a, struct evhttp_request *req);
+    unsigned methods;        /* EVHTTP_REQ_* accepted */
+    const char *allow;       /* the Allow header of a 405 */
+    bool faults;             /* only with cn_admin_allow_faults */
 } routes[] = {
-    {"/healthz", on_healthz},
-    {"/readyz", on_readyz},
-    {"/metrics", on_metrics},
+    {"/healthz", on_healthz, GET_HEAD, "GET, HEAD", false},
+    {"/readyz", on_readyz, GET_HEAD, "GET, HEAD", false},
+    {"/metrics", on_metrics, GET_HEAD, "GET, HEAD", false},
+    {"/faults", on_faults, GET_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE, "GET, HEAD, PUT, DELETE", true},
 };
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -111,7 +266,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const struct route *r = NULL;
     for (size_t i = 0; path && i < CN_ARRAY_LEN(routes); i++) {
-        if (strcmp(path, routes[i].path) == 0)
+        if (strcmp(path, routes[i].path) == 0 && (!routes[i].faults || atomic_load(&a->faults)))
             r = &routes[i];
     }
     if (r == NULL) {
@@ -119,8 +274,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    if (!(cmd & r->methods)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", r->allow);
         reply(req, HTTP_BADMETHOD, "Method Not Allowed", TEXT, "method not allowed\n", 19);
         return;
     }
@@ -262,6 +417,8 @@ out:
 }
 
 int cn_admin_port(const struct cn_admin *a) { return a->port; }
+
+void cn_admin_allow_faults(struct cn_admin *a) { atomic_store(&a->faults, true); }
 
 void cn_admin_stop(struct cn_admin *a)
 {

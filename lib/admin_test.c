@@ -91,6 +91,33 @@ static struct response request(int port, const char *method, const char *path)
     return r;
 }
 
+/* Sends an HTTP/1.0 request with a body and parses the reply. */
+static struct response request_body(int port, const char *method, const char *path, const char *body)
+{
+    int fd = connect_to(port);
+    char req[2048];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: test\r\nContent-Length: %zu\r\n\r\n%s", method,
+                     path, strlen(body), body);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    struct cn_buf raw = {0};
+    char chunk[4096];
+    ssize_t got;
+    while ((got = read(fd, chunk, sizeof chunk)) > 0)
+        cn_buf_append(&raw, chunk, (size_t)got);
+    close(fd);
+    struct response r = {0};
+    assert_non_null(raw.data);
+    assert_int_equal(sscanf(raw.data, "HTTP/1.%*d %d", &r.status), 1);
+    char *end = strstr(raw.data, "\r\n\r\n");
+    assert_non_null(end);
+    end[2] = '\0';
+    header(raw.data, "Content-Type", r.content_type, sizeof r.content_type);
+    header(raw.data, "Allow", r.allow, sizeof r.allow);
+    r.body = cn_strdup(end + 4);
+    cn_buf_free(&raw);
+    return r;
+}
+
 static atomic_int ready_flag;
 static char ready_reason[64];
 
@@ -213,6 +240,77 @@ static void test_not_found_and_method(void **state)
     assert_string_equal(r.body, "ready\n");
     response_free(&r);
 
+    cn_admin_stop(a);
+}
+
+/* /faults: absent until allowed; then GET/PUT/DELETE over the RPC server's faults, with
+ * every malformed document refused and the faults left as they were. */
+static void test_faults(void **state)
+{
+    (void)state;
+    struct cn_admin *a;
+    assert_int_equal(cn_admin_start(&a, "127.0.0.1:0", NULL, NULL), 0);
+    int port = cn_admin_port(a);
+    struct response r = request(port, "GET", "/faults");
+    assert_int_equal(r.status, 404);
+    response_free(&r);
+    r = request_body(port, "PUT", "/faults", "{\"abort_code\":\"UNAVAILABLE\"}");
+    assert_int_equal(r.status, 404);
+    response_free(&r);
+    struct cn_rpc_faults f;
+    cn_rpc_faults_get(&f);
+    assert_int_equal(f.abort_code, CAIRN__V1__CODE__OK);
+
+    cn_admin_allow_faults(a);
+    r = request(port, "GET", "/faults");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "application/json");
+    assert_non_null(strstr(r.body, "\"delay_ms\":0"));
+    response_free(&r);
+
+    r = request_body(port, "PUT", "/faults",
+                     "{\"delay_ms\":150,\"abort_code\":\"UNAVAILABLE\",\"abort_percent\":25.5,"
+                     "\"methods\":[\"Login\",\"Me\"]}");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"abort_code\":\"UNAVAILABLE\""));
+    assert_non_null(strstr(r.body, "\"methods\":[\"Login\",\"Me\"]"));
+    response_free(&r);
+    cn_rpc_faults_get(&f);
+    assert_int_equal(f.delay_ms, 150);
+    assert_true(f.delay_percent == 100.0); /* defaulted: every call */
+    assert_int_equal(f.abort_code, CAIRN__V1__CODE__UNAVAILABLE);
+    assert_true(f.abort_percent == 25.5);
+    assert_int_equal(f.nmethods, 2);
+    assert_string_equal(f.methods[1], "Me");
+
+    static const char *const bad[] = {
+        "", "[]", "{\"delay_ms\":-1}", "{\"delay_ms\":600001}", "{\"delay_ms\":1.5}",
+        "{\"delay_percent\":101}", "{\"abort_code\":\"OK\"}", "{\"abort_code\":\"unavailable\"}",
+        "{\"abort_code\":14}", "{\"methods\":\"Login\"}", "{\"methods\":[\"\"]}", "{\"methods\":[1]}",
+        "{\"delay\":5}", "{\"delay_ms\":5,\"delay_ms\":6}", "{\"abort_percent\":\"50\"}",
+    };
+    for (size_t i = 0; i < CN_ARRAY_LEN(bad); i++) {
+        r = request_body(port, "PUT", "/faults", bad[i]);
+        if (r.status != 400)
+            fail_msg("PUT %s: %d", bad[i], r.status);
+        assert_non_null(strstr(r.body, "\"error\""));
+        response_free(&r);
+    }
+    cn_rpc_faults_get(&f);
+    assert_int_equal(f.delay_ms, 150); /* unchanged */
+
+    r = request(port, "POST", "/faults");
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "GET, HEAD, PUT, DELETE");
+    response_free(&r);
+
+    r = request(port, "DELETE", "/faults");
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    cn_rpc_faults_get(&f);
+    assert_int_equal(f.delay_ms, 0);
+    assert_int_equal(f.abort_code, CAIRN__V1__CODE__OK);
+    assert_int_equal(f.nmethods, 0);
     cn_admin_stop(a);
 }
 
@@ -340,7 +438,7 @@ int main(void)
         cmocka_unit_test(test_endpoints),      cmocka_unit_test(test_not_found_and_method),
         cmocka_unit_test(test_keep_alive),     cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_parse_hostport), cmocka_unit_test(test_port_in_use),
-        cmocka_unit_test(test_stop),
+        cmocka_unit_test(test_stop),           cmocka_unit_test(test_faults),
     };
     return cmocka_run_group_tests(tests, quiet, NULL);
 }

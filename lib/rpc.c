@@ -78,7 +78,7 @@ struct cn_rpc_server {
     struct cn_series *shed, *expired, *inflight, *malformed;
 };
 
-static struct cn_metric *m_calls, *m_duration, *m_shed, *m_expired, *m_inflight, *m_malformed;
+static struct cn_metric *m_calls, *m_duration, *m_shed, *m_expired, *m_inflight, *m_malformed, *m_faults;
 static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
 static void metrics_init(void)
@@ -93,6 +93,9 @@ static void metrics_init(void)
                               "Calls dropped unstarted because their deadline had passed", NULL, NULL, 0);
     m_inflight = cn_metric_new(CN_METRIC_GAUGE, "cairn_rpc_inflight",
                                "Calls queued or running", NULL, NULL, 0);
+    m_faults = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_faults_injected_total",
+                             "Faults injected before the handler (admin port PUT /faults), by method and kind",
+                             "method,kind", NULL, 0);
     m_malformed = cn_metric_new(CN_METRIC_COUNTER, "cairn_rpc_malformed_total",
                                 "Messages that were not a valid Call", NULL, NULL, 0);
 }
@@ -109,6 +112,92 @@ const char *cn_code_name(Cairn__V1__Code code)
     if ((unsigned)code < NCODES)
         return code_names[code];
     return "UNKNOWN";
+}
+
+int cn_code_parse(const char *name, Cairn__V1__Code *out)
+{
+    for (unsigned i = 0; name && i < NCODES; i++) {
+        if (strcmp(name, code_names[i]) == 0) {
+            *out = (Cairn__V1__Code)i;
+            return CN_OK;
+        }
+    }
+    return CN_EINVAL;
+}
+
+/* ---- fault injection (rpc.h) ---- */
+
+static pthread_mutex_t faults_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cn_rpc_faults faults;      /* under faults_mu */
+static atomic_bool faults_on;            /* any fault set: the only cost on the hot path */
+
+void cn_rpc_faults_set(const struct cn_rpc_faults *f)
+{
+    pthread_mutex_lock(&faults_mu);
+    if (f)
+        faults = *f;
+    else
+        memset(&faults, 0, sizeof faults);
+    if (faults.nmethods > CN_RPC_FAULT_MAX_METHODS)
+        faults.nmethods = CN_RPC_FAULT_MAX_METHODS;
+    atomic_store(&faults_on, (faults.delay_ms > 0 && faults.delay_percent > 0) ||
+                                 (faults.abort_code != CAIRN__V1__CODE__OK && faults.abort_percent > 0));
+    pthread_mutex_unlock(&faults_mu);
+}
+
+void cn_rpc_faults_get(struct cn_rpc_faults *out)
+{
+    pthread_mutex_lock(&faults_mu);
+    *out = faults;
+    pthread_mutex_unlock(&faults_mu);
+}
+
+/* A roll in [0, 100) from this thread's xorshift64* (seeded from cn_random_bytes). */
+static double fault_roll(void)
+{
+    static __thread uint64_t x;
+    while (x == 0)
+        cn_random_bytes(&x, sizeof x);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / (double)(1ULL << 53) * 100.0;
+}
+
+/* Applies the process's faults to call c before its handler: may sleep (up to the
+ * deadline) and may fail c. Returns 1 when c is answered (not to be handled), else 0. */
+static int apply_faults(struct cn_call *c, bool *unprocessed)
+{
+    if (!atomic_load_explicit(&faults_on, memory_order_relaxed))
+        return 0;
+    struct cn_rpc_faults f;
+    cn_rpc_faults_get(&f);
+    if (f.nmethods) {
+        size_t i = 0;
+        while (i < f.nmethods && strcmp(f.methods[i], c->method->name) != 0)
+            i++;
+        if (i == f.nmethods)
+            return 0;
+    }
+    if (f.delay_ms > 0 && fault_roll() < f.delay_percent) {
+        cn_series_add(cn_metric_series(m_faults, (const char *[]){c->method->name, "delay"}), 1);
+        int64_t ms = f.delay_ms, left = cn_call_time_left(c);
+        if (left < ms)
+            ms = left > 0 ? left : 0;
+        nng_msleep((nng_duration)ms);
+        if (cn_call_time_left(c) <= 0) {
+            cn_call_fail(c, CAIRN__V1__CODE__DEADLINE_EXCEEDED, "deadline exceeded during an injected delay");
+            return 1;
+        }
+    }
+    if (f.abort_code != CAIRN__V1__CODE__OK && fault_roll() < f.abort_percent) {
+        cn_series_add(cn_metric_series(m_faults, (const char *[]){c->method->name, "abort"}), 1);
+        cn_call_fail(c, f.abort_code, "fault injected");
+        *unprocessed = f.abort_code == CAIRN__V1__CODE__UNAVAILABLE ||
+                       f.abort_code == CAIRN__V1__CODE__RESOURCE_EXHAUSTED;
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- per-call helpers for handlers ---- */
@@ -183,14 +272,19 @@ static nng_msg *result_msg(Cairn__V1__Code code, const char *message, unsigned l
     r.code = code;
     r.message = (char *)message;
     r.load = load;
-    if (code == CAIRN__V1__CODE__RESOURCE_EXHAUSTED || code == CAIRN__V1__CODE__UNAVAILABLE)
+    /* The intake answers these two without running a handler (full queue, shutting
+     * down): the gateway may then retry even a call that is not idempotent. */
+    if (code == CAIRN__V1__CODE__RESOURCE_EXHAUSTED || code == CAIRN__V1__CODE__UNAVAILABLE) {
         r.retry_after_ms = 100;
+        r.unprocessed = true;
+    }
     return pack_msg(&r.base);
 }
 
-int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t timeout_ms,
-                           const Cairn__V1__Principal *principal, const char *client_ip,
-                           const uint8_t *body, size_t body_len, nng_msg **out)
+int cn_rpc_call_encode_traced(const char *method, const char *request_id, uint32_t timeout_ms,
+                              const Cairn__V1__Principal *principal, const char *client_ip,
+                              const char *traceparent, const uint8_t *body, size_t body_len,
+                              nng_msg **out)
 {
     if (method == NULL || *method == '\0')
         return CN_EINVAL;
@@ -200,10 +294,19 @@ int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t 
     c.timeout_ms = timeout_ms;
     c.principal = (Cairn__V1__Principal *)principal;
     c.client_ip = (char *)(client_ip ? client_ip : "");
+    c.traceparent = (char *)(traceparent ? traceparent : "");
     c.body.data = (uint8_t *)body;
     c.body.len = body_len;
     *out = pack_msg(&c.base);
     return CN_OK;
+}
+
+int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t timeout_ms,
+                           const Cairn__V1__Principal *principal, const char *client_ip,
+                           const uint8_t *body, size_t body_len, nng_msg **out)
+{
+    return cn_rpc_call_encode_traced(method, request_id, timeout_ms, principal, client_ip, NULL, body,
+                                     body_len, out);
 }
 
 int cn_rpc_call_encode(const char *method, const char *request_id, uint32_t timeout_ms,
@@ -430,11 +533,18 @@ static nng_msg *handle_call(struct worker *w, struct intake *in)
         .received_us = in->recv_us,
         .code = CAIRN__V1__CODE__OK,
     };
+    /* The trace id (of a valid W3C traceparent: 00-<32 hex>-...) ties this call to the
+     * gateway's access-log line. */
+    cn_log(CN_LOG_DEBUG, "RPC-CALL", cn_call_request_id(&call), "%s trace_id=%.32s", md->name,
+           env->traceparent && strlen(env->traceparent) >= 35 ? env->traceparent + 3 : "-");
+    bool unprocessed = false;
 
     if (deadline && cn_mono_ms() >= deadline) {
         cn_series_add(s->expired, 1);
         call.code = CAIRN__V1__CODE__DEADLINE_EXCEEDED;
         call.message = "deadline exceeded before the call started";
+    } else if (apply_faults(&call, &unprocessed)) {
+        /* answered by an injected fault; the handler does not run */
     } else {
         ProtobufCMessage *input = protobuf_c_message_unpack(md->input, &alloc, env->body.len, env->body.data);
         if (input == NULL) {
@@ -462,6 +572,7 @@ static nng_msg *handle_call(struct worker *w, struct intake *in)
     r.n_field_errors = call.n_field_errors;
     r.retry_after_ms = call.retry_after_ms;
     r.load = server_load(s);
+    r.unprocessed = unprocessed;
     if (call.code == CAIRN__V1__CODE__OK)
         r.body = call.reply;
     return pack_msg(&r.base);

@@ -71,6 +71,16 @@ void cn_call_field_error(struct cn_call *c, const char *field, const char *fmt, 
     __attribute__((format(printf, 3, 4)));
 /* Milliseconds left until the deadline (INT32_MAX if none; <= 0 if passed). */
 int64_t cn_call_time_left(const struct cn_call *c);
+/* The timeout for a call this handler makes to another service: the time c has left,
+ * at most cap_ms (0 = no cap). Give it as cn_rpc_client_call's timeout_ms, which travels
+ * as the nested Call's timeout_ms, so the whole chain keeps the one deadline the gateway
+ * set (DESIGN §3) instead of each hop starting a fresh timeout. A result <= 0 means the
+ * deadline has passed: answer DEADLINE_EXCEEDED rather than call. */
+static inline int64_t cn_call_callee_timeout(const struct cn_call *c, int64_t cap_ms)
+{
+    int64_t left = cn_call_time_left(c);
+    return cap_ms > 0 && left > cap_ms ? cap_ms : left;
+}
 static inline const char *cn_call_request_id(const struct cn_call *c)
 {
     return c->env->request_id ? c->env->request_id : "";
@@ -115,6 +125,12 @@ int cn_rpc_call_encode(const char *method, const char *request_id, uint32_t time
 int cn_rpc_call_encode_raw(const char *method, const char *request_id, uint32_t timeout_ms,
                            const Cairn__V1__Principal *principal, const char *client_ip,
                            const uint8_t *body, size_t body_len, nng_msg **out);
+/* cn_rpc_call_encode_raw with a W3C traceparent for Call.traceparent (NULL or "" =
+ * none): the gateway passes its hop's trace context to the service. */
+int cn_rpc_call_encode_traced(const char *method, const char *request_id, uint32_t timeout_ms,
+                              const Cairn__V1__Principal *principal, const char *client_ip,
+                              const char *traceparent, const uint8_t *body, size_t body_len,
+                              nng_msg **out);
 /* Unpacks a Result from msg (msg not freed). NULL if malformed. Allocates from alloc
  * (NULL = default allocator; free with cairn__v1__result__free_unpacked). */
 Cairn__V1__Result *cn_rpc_result_decode(nng_msg *msg, ProtobufCAllocator *alloc);
@@ -134,5 +150,31 @@ int cn_rpc_client_call(struct cn_rpc_client *c, const char *method,
 
 /* The gRPC canonical name of a code ("INVALID_ARGUMENT"). */
 const char *cn_code_name(Cairn__V1__Code code);
+/* The code called name (exact, upper case). Returns 0 or CN_EINVAL. */
+int cn_code_parse(const char *name, Cairn__V1__Code *out);
+
+/* Fault injection, for tests that need one instance slow or failing (set from the admin
+ * port's PUT /faults when CAIRN_ADMIN_FAULTS=1; admin.h). Process-wide: every RPC server
+ * of the process applies them to a call after its deadline check and before its
+ * handler. A delay sleeps the worker thread (a test facility: it takes a worker as a
+ * slow handler would), at most until the call's deadline, which then answers
+ * DEADLINE_EXCEEDED; an abort answers abort_code with the message "fault injected"
+ * without running the handler (UNAVAILABLE and RESOURCE_EXHAUSTED are marked
+ * unprocessed, as the server's own refusals are). Counted in
+ * cairn_rpc_faults_injected_total{method,kind}. */
+#define CN_RPC_FAULT_MAX_METHODS 16
+#define CN_RPC_FAULT_MAX_DELAY_MS 600000
+struct cn_rpc_faults {
+    int delay_ms;                 /* 0 = no delay */
+    double delay_percent;         /* 0..100 */
+    Cairn__V1__Code abort_code;   /* OK = no abort */
+    double abort_percent;         /* 0..100 */
+    char methods[CN_RPC_FAULT_MAX_METHODS][64]; /* only these methods; none = every one */
+    size_t nmethods;
+};
+/* Replaces the process's faults with a copy of f (NULL = none). */
+void cn_rpc_faults_set(const struct cn_rpc_faults *f);
+/* Copies the current faults into out (all zero when none). */
+void cn_rpc_faults_get(struct cn_rpc_faults *out);
 
 #endif

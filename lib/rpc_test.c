@@ -265,6 +265,81 @@ static void test_drain(void **state)
     assert_int_equal(slow.code, CAIRN__V1__CODE__OK);
 }
 
+/* Injected faults: an abort answers its code before the handler (UNAVAILABLE marked
+ * unprocessed), only for the methods named; a delay holds the call; clearing restores. */
+static void test_faults(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = start("inproc://faults", 2, 4);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "inproc://faults"), CN_OK);
+    Cairn__Test__SayRequest req = CAIRN__TEST__SAY_REQUEST__INIT;
+    req.text = "hi";
+    Cairn__Test__SleepRequest sleep = CAIRN__TEST__SLEEP_REQUEST__INIT;
+    Cairn__V1__Result *res;
+    ProtobufCMessage *resp;
+
+    Cairn__V1__Code code;
+    assert_int_equal(cn_code_parse("UNAVAILABLE", &code), CN_OK);
+    assert_int_equal(code, CAIRN__V1__CODE__UNAVAILABLE);
+    assert_int_equal(cn_code_parse("unavailable", &code), CN_EINVAL);
+    assert_int_equal(cn_code_parse(NULL, &code), CN_EINVAL);
+
+    struct cn_rpc_faults f = {.abort_code = CAIRN__V1__CODE__UNAVAILABLE, .abort_percent = 100, .nmethods = 1};
+    snprintf(f.methods[0], sizeof f.methods[0], "Say");
+    cn_rpc_faults_set(&f);
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor, 1000,
+                                        &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__UNAVAILABLE);
+    assert_string_equal(res->message, "fault injected");
+    assert_true(res->unprocessed);
+    cairn__v1__result__free_unpacked(res, NULL);
+    /* another method is untouched */
+    assert_int_equal(cn_rpc_client_call(c, "Sleep", NULL, &sleep.base, &cairn__test__say_reply__descriptor,
+                                        1000, &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    /* an INTERNAL abort is not marked unprocessed */
+    f.abort_code = CAIRN__V1__CODE__INTERNAL;
+    cn_rpc_faults_set(&f);
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor, 1000,
+                                        &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__INTERNAL);
+    assert_false(res->unprocessed);
+    cairn__v1__result__free_unpacked(res, NULL);
+
+    /* a delay on every method */
+    struct cn_rpc_faults d = {.delay_ms = 60, .delay_percent = 100};
+    cn_rpc_faults_set(&d);
+    struct cn_rpc_faults got;
+    cn_rpc_faults_get(&got);
+    assert_int_equal(got.delay_ms, 60);
+    int64_t t0 = cn_mono_ms();
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor, 1000,
+                                        &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+    assert_true(cn_mono_ms() - t0 >= 60);
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    cn_rpc_faults_set(NULL);
+    cn_rpc_faults_get(&got);
+    assert_int_equal(got.delay_ms, 0);
+    assert_int_equal(got.abort_code, CAIRN__V1__CODE__OK);
+    t0 = cn_mono_ms();
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor, 1000,
+                                        &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+    assert_true(cn_mono_ms() - t0 < 60);
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    cn_rpc_client_close(c);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+}
+
 static void test_bad_listen(void **state)
 {
     (void)state;
@@ -284,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_shedding_and_deadline),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_faults),
         cmocka_unit_test(test_bad_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -33,7 +33,7 @@
 #include "rpc.h"
 #include "util.h"
 
-#define NCOMMON 7
+#define NCOMMON 8
 #define READY_CACHE_MS 1000
 #define STOP_SLACK_MS 800 /* of the 1 s beyond drain_ms: the rest is for fini */
 #define MIGRATE_WAIT_MS 30000
@@ -94,6 +94,8 @@ static void common_table(const struct cn_svc *svc)
                 "debug|info|warn|error"),
         CN_CONF(struct cn_svc_common, drain_ms, "CAIRN_DRAIN_MS", CN_CONF_INT, "10000", 0, 600000,
                 "how long SIGTERM waits for calls in flight, in ms"),
+        CN_CONF(struct cn_svc_common, admin_faults, "CAIRN_ADMIN_FAULTS", CN_CONF_BOOL, "0", 0, 0,
+                "serve PUT/GET/DELETE /faults on the admin port (fault injection, for tests only)"),
     };
     memcpy(names.defs, defs, sizeof defs);
 }
@@ -306,6 +308,11 @@ int cn_svc_main(struct cn_svc *svc, int argc, char **argv)
         cn_log_error("SVC-ADMIN-FAIL", "cannot serve the admin port on %s", svc->common.admin);
         rc = 1;
         goto fail;
+    }
+    if (svc->common.admin_faults) {
+        cn_admin_allow_faults(admin);
+        cn_log_warn("SVC-ADMIN-FAULTS", "fault injection is open on the admin port %s (CAIRN_ADMIN_FAULTS)",
+                    svc->common.admin);
     }
 
     struct cn_rpc_server_opts opts = {

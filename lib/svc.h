@@ -16,10 +16,13 @@
  *   CAIRN_PG_DSN         PostgreSQL connection string (default host=127.0.0.1 port=5432 dbname=cairn user=cairn)
  *   CAIRN_LOG_LEVEL      debug|info|warn|error (default info)
  *   CAIRN_DRAIN_MS       how long SIGTERM waits for calls in flight (default 10000)
+ *   CAIRN_ADMIN_FAULTS   1 = serve /faults on the admin port (fault injection for tests;
+ *                        admin.h), default 0
  */
 #ifndef CN_SVC_H
 #define CN_SVC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
@@ -35,6 +38,7 @@ struct cn_svc_common {
     const char *pg_dsn;
     const char *log_level;
     int64_t drain_ms;
+    bool admin_faults;
 };
 
 /* Per-worker state handed to handlers as call->worker. */

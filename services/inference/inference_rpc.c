@@ -874,6 +874,14 @@ static void infer_set_experiment(Cairn__V1__Inference_Service *service, const Ca
         goto out;
     }
     spec.sticky_key = in->sticky_key;
+    /* Candidates' versions load now, before traffic reaches them. */
+    for (size_t i = 0; i < spec.n_candidates; i++) {
+        int v = spec.candidates[i]->version ? spec.candidates[i]->version
+                                            : infer_route_alias(r, spec.candidates[i]->alias);
+        char why[256];
+        if (v && infer_warm(pg_of(call), in->name, v, why, sizeof why) != CN_OK)
+            cn_log(CN_LOG_WARN, "INFER-WARM-FAILED", cn_call_request_id(call), "%s", why);
+    }
     struct cn_buf b = {0};
     cn_json_from_proto(&spec.base, &b);
     cn_buf_putc(&b, '\0');
@@ -889,14 +897,6 @@ static void infer_set_experiment(Cairn__V1__Inference_Service *service, const Ca
         goto out;
     }
     infer_route_invalidate(in->name);
-    /* Candidates' versions load now, before traffic reaches them. */
-    for (size_t i = 0; i < spec.n_candidates; i++) {
-        int v = spec.candidates[i]->version ? spec.candidates[i]->version
-                                            : infer_route_alias(r, spec.candidates[i]->alias);
-        char why[256];
-        if (v)
-            infer_warm(pg_of(call), in->name, v, why, sizeof why);
-    }
     infer_route_put(r);
     cn_log(CN_LOG_INFO, "INFER-EXPERIMENT-SET", cn_call_request_id(call), "%s: %zu candidates%s", in->name,
            spec.n_candidates, spec.mirror ? " and a mirror" : "");

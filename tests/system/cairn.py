@@ -279,6 +279,34 @@ class Proc:
         r.raise_for_status()
         return r.text
 
+    def set_faults(self, **faults):
+        """PUT /faults on a service's admin port (the harness sets CAIRN_ADMIN_FAULTS=1):
+        e.g. set_faults(abort_code="UNAVAILABLE", methods=["Login"]); no arguments clears
+        them (DELETE). Returns the faults now in force."""
+        if faults:
+            r = requests.put(self.admin_url + "/faults", json=faults, timeout=5)
+        else:
+            r = requests.delete(self.admin_url + "/faults", timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def access_log(self, request_id):
+        """A gateway's access-log record (dict) for request_id, or None."""
+        try:
+            with open(self.log, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            if '"type":"access"' in line and request_id in line:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("request_id") == request_id:
+                    return rec
+        return None
+
 
 # The first admin, made by every auth the harness starts (CAIRN_BOOTSTRAP_ADMIN_*): the
 # first start creates it in the shared database, later ones find it there. Tests must not
@@ -312,6 +340,9 @@ class Auth(Proc):
             # written before it existed fail one account up to 7 times (test_020's timing
             # test). test_100 sets the production default on its own cluster.
             "CAIRN_AUTH_THROTTLE_AFTER": "10",
+            # PUT /faults on the admin port, so a test can make one replica slow or
+            # failing (lib/admin.h); never set outside tests.
+            "CAIRN_ADMIN_FAULTS": "1",
         }
         env.update(extra_env or {})
         super().__init__(name, env, log_dir)
@@ -358,6 +389,10 @@ class Gateway(Proc):
             "CAIRN_JWT_ISSUER": "cairn",
             "CAIRN_JWT_AUDIENCE": "cairn-api",
             "CAIRN_UPSTREAM_TIMEOUT_MS": "2000",
+            # No policy file (no rate limits) unless a test gives one, so the suite does
+            # not depend on deploy/gateway.yaml; CAIRN_TEST_GATEWAY_CONFIG runs every
+            # harness gateway with that file instead (to check a config against the suite).
+            "CAIRN_GATEWAY_CONFIG": os.environ.get("CAIRN_TEST_GATEWAY_CONFIG", ""),
         }
         env.update(extra_env or {})
         self.tls = bool(env.get("CAIRN_TLS_CERT"))
@@ -404,6 +439,7 @@ class Inference(Proc):
             "CAIRN_INFERENCE_REFRESH_MS": str(self.REFRESH_MS),
             "CAIRN_MODEL_CACHE_BYTES": str(64 << 20),
             "CAIRN_PREDICT_MAX_ROWS": str(INFERENCE_MAX_ROWS),
+            "CAIRN_ADMIN_FAULTS": "1",
         }
         env.update(extra_env or {})
         super().__init__(name, env, log_dir)
@@ -447,12 +483,13 @@ class Cluster:
                       for i in range(replicas)]
         self.inferences = [Inference(f"{tag}-inference-{i + 1}", stack, log_dir, inference_env)
                            for i in range(inference)]
-        genv = {}
+        # Rate limits count in the stack's Redis (used only when a policy file has limits).
+        genv = {"CAIRN_REDIS_ADDR": stack.redis_addr}
         if self.inferences:
             # Ready only once it reaches an inference replica too, so the first request
             # of a test is not a 503.
-            genv = {"CAIRN_INFERENCE_ADDR": ",".join(p.addr for p in self.inferences),
-                    "CAIRN_READY_SERVICES": "auth,inference"}
+            genv.update({"CAIRN_INFERENCE_ADDR": ",".join(p.addr for p in self.inferences),
+                         "CAIRN_READY_SERVICES": "auth,inference"})
         genv.update(gateway_env or {})
         self.gateway = Gateway(f"{tag}-gateway", [a.addr for a in self.auths], log_dir,
                                genv, events_addrs=[a.events_addr for a in self.auths])

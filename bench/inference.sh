@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# inference.sh — XGBoost predict through the gateway versus raw in-process XGBoost,
+# measured in one run on this machine (issue 4).
+#
+#   bench/inference.sh [SECONDS]      (default 10 s per measurement)
+#
+# 1. Trains a model with Debian's python3-xgboost (binary:logistic, 20 features, 100
+#    rounds, max_depth 6, 10 000 synthetic rows, fixed seed), saved as JSON, and writes the
+#    request bodies (rows of fixed-seed normals rounded to 4 decimals).
+# 2. The floor: build/bench/inference_raw (bench/inference_raw.c) on that model: single-row
+#    predictions from 2 threads sharing one booster, and a 1 000-row batch from one thread.
+# 3. A throwaway stack with cairn-auth, cairn-inference and cairn-gateway (bench/lib.sh,
+#    BENCH_SERVICES="auth inference"); a user signs up, creates model `bench`, uploads the
+#    file as version 1 and points alias production at it. The answers to one row and to
+#    the batch are checked against Python's XGBoost before anything is measured.
+# 4. Through the gateway (HTTP/1.1 keep-alive, JWT):
+#    - single row, POST /v1/models/bench:predict: saturation with wrk -t1 -c32 (cycling
+#      1 024 distinct rows), CPU per request of each process; the same for the Open
+#      Inference Protocol, POST /v2/models/bench/infer;
+#    - single row at fixed rates 1 000, 2 000, 4 000 rps and 50 % of saturation:
+#      h2load --h1 -c10 --rps (one row), p50/p99/max from its per-request log;
+#    - a 1 000-row batch, one client sending it back to back: p50/p99 against the raw
+#      batch time.
+#    The model keeps its default log_sample_rate (1: every prediction is logged) for all
+#    of the above, the headline; a last saturation line repeats the single row with
+#    log_sample_rate 0.01.
+# Prints markdown tables; bench/RESULTS.md keeps the figures with this command. The
+# machine has 2 cores shared by load generator and servers: read the figures as a
+# comparison between rows of the same run, not as the capacity of a real host.
+# BENCH_KEEP=1 keeps the work dir with every process's log (see bench/lib.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+. bench/lib.sh
+bench_need wrk h2load curl cc pkg-config
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import xgboost, numpy' 2>/dev/null ||
+  { echo "bench: python3-xgboost missing (scripts/install-deps)"; exit 1; }
+py=/usr/bin/python3
+
+# --- the floor: raw XGBoost in-process
+mkdir -p build/bench
+cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -pthread bench/inference_raw.c \
+  -o build/bench/inference_raw $(pkg-config --cflags --libs xgboost) -lm
+D=$(mktemp -d /tmp/cairn-bench-model.XXXXXX)
+bench_rm+=("$D")
+trap bench_cleanup EXIT
+# Training runs in its own python (libgomp and fork do not mix; see tests/system/xgbmodels.py).
+$py - "$D" <<'PY'
+import json, os, sys
+import numpy as np
+import xgboost as xgb
+d = sys.argv[1]
+F, N, ROUNDS = 20, 10_000, 100
+rng = np.random.default_rng(20261206)
+X = rng.standard_normal((N, F)).astype(np.float32)
+w = rng.standard_normal(F)
+logit = X @ w + 0.5 * np.sin(3 * X[:, 0]) * X[:, 1] - 0.3 * X[:, 2] ** 2
+y = (logit + rng.standard_normal(N) > 0).astype(np.float32)
+params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "tree_method": "hist",
+          "nthread": 2, "seed": 1}
+bst = xgb.train(params, xgb.DMatrix(X, label=y, nthread=2), ROUNDS)
+bst.save_model(os.path.join(d, "model.json"))
+
+# Request rows: 4 decimals, so the JSON text is exact as float32 on both sides.
+R = np.round(rng.standard_normal((1024, F)), 4).astype(np.float32)
+B = np.round(rng.standard_normal((1000, F)), 4).astype(np.float32)
+def row(r): return "[" + ",".join(f"{float(v):.4f}" for v in r) + "]"
+def v1(rows): return '{"instances":[' + ",".join(row(r) for r in rows) + "]}"
+def oip(r):
+    return ('{"inputs":[{"name":"input-0","shape":[1,%d],"datatype":"FP32","data":%s}]}'
+            % (F, row(r)))
+with open(os.path.join(d, "single.json"), "w") as f: f.write(v1(R[:1]))
+with open(os.path.join(d, "singles.txt"), "w") as f: f.write("".join(v1([r]) + "\n" for r in R))
+with open(os.path.join(d, "oip.json"), "w") as f: f.write(oip(R[0]))
+with open(os.path.join(d, "oips.txt"), "w") as f: f.write("".join(oip(r) + "\n" for r in R))
+with open(os.path.join(d, "batch.json"), "w") as f: f.write(v1(B))
+pred = lambda A: bst.predict(xgb.DMatrix(A, nthread=1)).tolist()
+with open(os.path.join(d, "expect.json"), "w") as f:
+    json.dump({"single": pred(R[:1]), "batch": pred(B)}, f)
+PY
+RAW=$(build/bench/inference_raw "$D/model.json" -t 2 -d "$SECS" -b 1000)
+raw() { echo "$RAW" | json_field "$1"; }
+
+# --- the stack
+BENCH_SERVICES="auth inference"
+bench_start
+auth=(-H "Authorization: Bearer $TOKEN")
+api() { # METHOD PATH [curl args]: fails loudly with the answer
+  local m=$1 p=$2 out code; shift 2
+  out=$(curl -s -w '\n%{http_code}' -X"$m" "$base$p" "${auth[@]}" "$@")
+  code=${out##*$'\n'}
+  case $code in 2??) echo "${out%$'\n'*}" ;;
+    *) echo "bench: $m $p -> $code: ${out%$'\n'*}" >&2; return 1 ;; esac
+}
+api POST /v1/models -H 'content-type: application/json' -d '{"name":"bench"}' >/dev/null
+api POST /v1/models/bench/versions -H 'content-type: application/json' \
+  --data-binary @"$D/model.json" >"$D/upload.out"
+api PUT /v1/models/bench/aliases/production -H 'content-type: application/json' \
+  -d '{"version":1}' >/dev/null
+SAMPLE=$(api GET /v1/models/bench | json_field '.get("log_sample_rate", "default")')
+
+# The answers must be XGBoost's before they are timed (routing may take a refresh).
+check() { # PATH BODY EXPECT_KEY
+  local out
+  for _ in $(seq 50); do
+    out=$(curl -s -XPOST "$base$1" "${auth[@]}" -H 'content-type: application/json' \
+      --data-binary @"$2") && echo "$out" | grep -q '"model_version"' && break
+    sleep 0.2
+  done
+  echo "$out" | $py -c '
+import json, sys
+doc = json.load(sys.stdin); want = json.load(open(sys.argv[1]))[sys.argv[2]]
+got = doc["predictions"] if "predictions" in doc else doc["outputs"][0]["data"]
+assert len(got) == len(want), (len(got), len(want))
+bad = max(abs(a - b) for a, b in zip(got, want))
+assert bad < 1e-6, f"differs from XGBoost by {bad}"
+' "$D/expect.json" "$3" || { echo "bench: $1 answered: ${out:0:400}" >&2; exit 1; }
+}
+check /v1/models/bench:predict "$D/single.json" single
+check /v1/models/bench:predict "$D/batch.json" batch
+check /v2/models/bench/infer "$D/oip.json" single
+
+# cairn-inference's own view, from its /metrics: mean time per call waiting for a worker
+# (queue), in XGBoost (compute) and from arrival to answer (total), and the prediction log.
+snap() { curl -fs "http://$INFER_ADMIN/metrics" >"$1"; }
+inside() { # BEFORE AFTER -> "queue_ms compute_ms total_ms calls logged dropped queued_now"
+  $py - "$1" "$2" <<'PY'
+import re, sys
+def read(path):
+    v = {}
+    for line in open(path):
+        m = re.match(r'(cairn_inference_\w+)(?:\{([^}]*)\})? (\S+)$', line.strip())
+        if not m:
+            continue
+        name, labels, val = m.groups()
+        st = re.search(r'stage="(\w+)"', labels or "")
+        key = {"cairn_inference_predict_seconds_sum": "sum_", "cairn_inference_predict_seconds_count": "n_",
+               "cairn_inference_log_written_total": "written", "cairn_inference_log_dropped_total": "dropped",
+               "cairn_inference_log_queue": "queue"}.get(name)
+        if key is None:
+            continue
+        if key.endswith("_"):
+            key += st.group(1)
+        v[key] = v.get(key, 0) + float(val)
+    return v
+a, b = read(sys.argv[1]), read(sys.argv[2])
+d = lambda k: b.get(k, 0) - a.get(k, 0)
+ms = lambda st: f"{d('sum_' + st) / max(d('n_' + st), 1) * 1e3:.3f}"
+print(ms("queue"), ms("compute"), ms("total"), int(d("n_total")), int(d("written")),
+      int(d("dropped")), int(b.get("queue", 0)))
+PY
+}
+
+echo "# cairn bench: XGBoost predict through the gateway vs raw ($(date -u +%FT%TZ), $(nproc) cores, ${SECS}s per point)"
+echo
+echo "Model: binary:logistic, $(raw '["features"]') features, $(raw '["rounds"]') trees of depth <= 6," \
+  "XGBoost $(raw '["xgboost"]'); log_sample_rate $SAMPLE; gateway CAIRN_THREADS=${CAIRN_THREADS:-1}."
+echo
+echo "| raw XGBoost (inference_raw, in-process) | per s | p50 | p99 |"
+echo "|---|---|---|---|"
+echo "| single row, 2 threads, one booster | $(raw '["single"]["per_s"]') | $(raw '["single"]["p50_us"]') µs | $(raw '["single"]["p99_us"]') µs |"
+RAW_B=$(raw '["batch"]["p50_ms"]')
+echo "| 1 000-row batch, 1 thread | $(raw '["batch"]["rows_per_s"]') rows | $RAW_B ms | - |"
+echo
+
+SAT_PROCS=("$GW_PID" "$INFER_PID" "$AUTH_PID" pg)
+V1=/v1/models/bench:predict
+OIP=/v2/models/bench/infer
+LOG_W=0 LOG_D=0 # prediction log rows written / dropped during the measurements
+SAT=0
+sat_row() { # LABEL PATH BODIES -> a table row; sets SAT (in the caller's shell)
+  local out m
+  snap "$W/m0"
+  out=$(saturate_procs "$2" -s "$(wrk_post_script "$3")" "${auth[@]}")
+  snap "$W/m1"
+  m=$(inside "$W/m0" "$W/m1")
+  set -- "$1" $out $m
+  SAT=$2 LOG_W=$((LOG_W + ${14})) LOG_D=$((LOG_D + ${15}))
+  ROW="| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 | $9 | ${10} / ${11} / ${12} |"
+}
+SAT_HEAD="| saturation rps (wrk -c32) | wrk p50 | wrk p99 | non-2xx | CPU µs/req gateway | inference | auth | postgres | mean ms in cairn-inference: queue / XGBoost / total |
+|---|---|---|---|---|---|---|---|---|---|"
+echo "| single row through the gateway $SAT_HEAD"
+sat_row "POST $V1" $V1 "$D/singles.txt"; SAT_V1=$SAT; echo "$ROW"
+sat_row "POST $OIP (Open Inference Protocol)" $OIP "$D/oips.txt"; echo "$ROW"
+echo
+
+echo "| single row, POST $V1 | offered rps | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total |"
+echo "|---|---|---|---|---|---|---|"
+half=$((SAT_V1 / 2))
+for r in $(printf '%s\n' 1000 2000 4000 "$half" | sort -n | uniq); do
+  [ "$r" -gt 0 ] || continue
+  label=$r; [ "$r" = "$half" ] && label="$r (50 % of saturation)"
+  snap "$W/m0"
+  out=$(fixed_rate $V1 "$r" -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
+  snap "$W/m1"
+  m=$(inside "$W/m0" "$W/m1")
+  set -- $out $m
+  LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
+  echo "| | $label | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
+done
+snap "$W/m0"
+out=$(sequential $V1 -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
+snap "$W/m1"
+m=$(inside "$W/m0" "$W/m1")
+set -- $out $m
+LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
+echo "| | one client back to back ($(echo "$4" | cut -d/ -f2) in ${SECS} s) | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
+echo
+
+BATCH_HEAD="| p50 ms | p99 ms | max ms | 2xx/total | p50 / raw p50 | mean ms in cairn-inference: queue / XGBoost / total |
+|---|---|---|---|---|---|---|"
+batch_row() { # LABEL -> ROW
+  local out m
+  snap "$W/m0"
+  out=$(sequential $V1 -d "$D/batch.json" -H 'content-type: application/json' "${auth[@]}")
+  snap "$W/m1"
+  m=$(inside "$W/m0" "$W/m1")
+  set -- "$1" $out $m
+  LOG_W=$((LOG_W + ${10})) LOG_D=$((LOG_D + ${11}))
+  ROW="| $1 | $2 | $3 | $4 | $5 | $($py -c "print(f'{$2/$RAW_B:.2f}x')") | $6 / $7 / $8 |"
+}
+echo "| 1 000-row batch, one client back to back $BATCH_HEAD"
+batch_row "POST $V1 ($(wc -c <"$D/batch.json") bytes)"; echo "$ROW"
+echo "| raw XGBoost (inference_raw -b 1000) | $RAW_B | - | - | - | 1.00x | - |"
+echo
+
+# The prediction log's share: the same saturation with 1 % of predictions logged, once
+# what was logged so far is written (the log drains behind the load).
+snap "$W/m0"
+t0=$(date +%s)
+for _ in $(seq 240); do
+  snap "$W/m1"
+  set -- $(inside "$W/m0" "$W/m1")
+  [ "$7" -eq 0 ] && break
+  sleep 0.5
+done
+echo "Prediction log (log_sample_rate 1) over the runs above: $LOG_W rows written during them," \
+  "$LOG_D dropped; $5 more written in the $(($(date +%s) - t0)) s after, $7 still queued."
+echo
+api PATCH /v1/models/bench -H 'content-type: application/json' -d '{"log_sample_rate":0.01}' >/dev/null
+sleep 2 # routing snapshots are refreshed by polling (CAIRN_INFERENCE_REFRESH_MS, default 1 s)
+echo "| single row, log_sample_rate 0.01 $SAT_HEAD"
+LOG_W=0 LOG_D=0
+sat_row "POST $V1" $V1 "$D/singles.txt"; echo "$ROW"
+echo
+echo "| 1 000-row batch, log_sample_rate 0.01 $BATCH_HEAD"
+batch_row "POST $V1"; echo "$ROW"
+echo
+echo "Prediction log (log_sample_rate 0.01): $LOG_W rows written during these two runs, $LOG_D dropped."
