@@ -102,6 +102,15 @@ static void no_model(struct cn_call *call, const char *name)
     cn_call_fail(call, CAIRN__V1__CODE__NOT_FOUND, "no model named %s", name);
 }
 
+/* Answers a failed model-level call: NOT_FOUND for no such model, else as fail_db. */
+static void fail_model(struct cn_call *call, int rc, const char *name, const char *what)
+{
+    if (rc == CN_ENOTFOUND)
+        no_model(call, name);
+    else
+        fail_db(call, rc, what);
+}
+
 /* ^[a-z0-9][a-z0-9_.-]{0,62}$ */
 static bool model_name_ok(const char *s)
 {
@@ -208,10 +217,8 @@ static void infer_get_model(Cairn__V1__Inference_Service *service, const Cairn__
     }
     Cairn__V1__Model m;
     int rc = infer_db_model_get(pg_of(call), in->name, call->arena, &m, NULL);
-    if (rc == CN_ENOTFOUND)
-        no_model(call, in->name);
-    else if (rc != CN_OK)
-        fail_db(call, rc, "get model");
+    if (rc != CN_OK)
+        fail_model(call, rc, in->name, "get model");
     done(rc == CN_OK ? &m : NULL, cd);
 }
 
@@ -283,10 +290,8 @@ static void infer_update_model(Cairn__V1__Inference_Service *service, const Cair
         infer_route_invalidate(in->name);
         rc = infer_db_model_get(pg_of(call), in->name, call->arena, &m, NULL);
     }
-    if (rc == CN_ENOTFOUND)
-        no_model(call, in->name);
-    else if (rc != CN_OK)
-        fail_db(call, rc, "update model");
+    if (rc != CN_OK)
+        fail_model(call, rc, in->name, "update model");
     done(rc == CN_OK ? &m : NULL, cd);
 }
 
@@ -377,10 +382,7 @@ static void infer_upload_version(Cairn__V1__Inference_Service *service, const Ca
     Cairn__V1__Model m;
     int rc = infer_db_model_get(pg_of(call), in->name, call->arena, &m, NULL);
     if (rc != CN_OK) {
-        if (rc == CN_ENOTFOUND)
-            no_model(call, in->name);
-        else
-            fail_db(call, rc, "get model");
+        fail_model(call, rc, in->name, "get model");
         done(NULL, cd);
         return;
     }
@@ -471,10 +473,7 @@ static void infer_list_versions(Cairn__V1__Inference_Service *service, const Cai
         rc = infer_db_model_get(pg_of(call), in->name, call->arena, &m, NULL);
     }
     if (rc != CN_OK) {
-        if (rc == CN_ENOTFOUND)
-            no_model(call, in->name);
-        else
-            fail_db(call, rc, "list versions");
+        fail_model(call, rc, in->name, "list versions");
         done(NULL, cd);
         return;
     }
@@ -805,10 +804,7 @@ static void infer_set_experiment(Cairn__V1__Inference_Service *service, const Ca
     struct infer_route *r = NULL;
     int rc = infer_route_get(pg_of(call), in->name, &r);
     if (rc != CN_OK) {
-        if (rc == CN_ENOTFOUND)
-            no_model(call, in->name);
-        else
-            fail_db(call, rc, "routing state");
+        fail_model(call, rc, in->name, "routing state");
         done(NULL, cd);
         return;
     }
@@ -1007,10 +1003,7 @@ static void infer_get_stats(Cairn__V1__Inference_Service *service, const Cairn__
     Cairn__V1__Model m;
     int rc = infer_db_model_get(pg_of(call), in->name, call->arena, &m, NULL);
     if (rc != CN_OK) {
-        if (rc == CN_ENOTFOUND)
-            no_model(call, in->name);
-        else
-            fail_db(call, rc, "get model");
+        fail_model(call, rc, in->name, "get model");
         done(NULL, cd);
         return;
     }
