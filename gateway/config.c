@@ -11,6 +11,8 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
+#include <stddef.h>
 #include <limits.h>
 #include <errno.h>
 #include <math.h>
@@ -247,17 +249,42 @@ static int parse_trusted(struct ctx *x, yaml_node_t *n, const char *path)
     return 0;
 }
 
+/* A section whose keys are all integers in a range, stored at an offset in the config:
+ * redis, retries, outlier and shedding. Checks across keys come after, in the caller. */
+struct int_field {
+    const char *key;
+    int64_t min, max;
+    size_t off;                 /* offsetof(struct gw_config, ...) */
+};
+
+static int parse_int_section(struct ctx *x, yaml_node_t *n, const char *section, const struct int_field *f,
+                             size_t count, yaml_node_t **v)
+{
+    const char *keys[8];
+    assert(count <= sizeof keys / sizeof keys[0]);
+    for (size_t i = 0; i < count; i++)
+        keys[i] = f[i].key;
+    if (map_fields(x, n, section, keys, count, v) != 0)
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        char path[128];
+        join(path, sizeof path, section, f[i].key);
+        if (v[i] && get_int(x, v[i], path, f[i].min, f[i].max, (int64_t *)((char *)x->c + f[i].off)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+#define FIELD(key, min, max, member) {key, min, max, offsetof(struct gw_config, member)}
+
 static int parse_redis(struct ctx *x, yaml_node_t *n)
 {
-    static const char *const keys[] = {"timeout_ms", "probe_ms"};
+    static const struct int_field f[] = {
+        FIELD("timeout_ms", 1, 10000, redis_timeout_ms),
+        FIELD("probe_ms", 10, 600000, redis_probe_ms),
+    };
     yaml_node_t *v[2];
-    if (map_fields(x, n, "redis", keys, 2, v) != 0)
-        return -1;
-    if (v[0] && get_int(x, v[0], "redis.timeout_ms", 1, 10000, &x->c->redis_timeout_ms) != 0)
-        return -1;
-    if (v[1] && get_int(x, v[1], "redis.probe_ms", 10, 600000, &x->c->redis_probe_ms) != 0)
-        return -1;
-    return 0;
+    return parse_int_section(x, n, "redis", f, 2, v);
 }
 
 /* Whether route r matches a "[METHOD ]PATH" pattern (PATH a template, or a prefix
@@ -509,9 +536,10 @@ static int parse_rate_limits(struct ctx *x, yaml_node_t *n)
         char sub[64];
         snprintf(sub, sizeof sub, "rate_limits[%zu]", i);
         yaml_node_t *it = node_at(x, items[i]);
+        /* Counted before it is parsed: a policy refused half-way is freed with the config. */
+        c->npolicies++;
         if (parse_policy(x, it, sub, &c->policies[i], &replaces[i], &rnodes[i]) != 0)
             goto out;
-        c->npolicies++;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(c->policies[j].name, c->policies[i].name) == 0) {
                 snprintf(sub, sizeof sub, "rate_limits[%zu].name", i);
@@ -547,53 +575,48 @@ out:
 
 static int parse_retries(struct ctx *x, yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_attempts", "base_ms", "cap_ms", "budget_percent", "budget_min_per_s"};
+    static const struct int_field f[] = {
+        FIELD("max_attempts", 1, 10, retry_max_attempts),
+        FIELD("base_ms", 1, 60000, retry_base_ms),
+        FIELD("cap_ms", 1, 600000, retry_cap_ms),
+        FIELD("budget_percent", 0, 100, retry_budget_percent),
+        FIELD("budget_min_per_s", 0, 100000, retry_budget_min_per_s),
+    };
     struct gw_config *c = x->c;
     yaml_node_t *v[5];
-    if (map_fields(x, n, "retries", keys, 5, v) != 0)
-        return -1;
-    if ((v[0] && get_int(x, v[0], "retries.max_attempts", 1, 10, &c->retry_max_attempts) != 0) ||
-        (v[1] && get_int(x, v[1], "retries.base_ms", 1, 60000, &c->retry_base_ms) != 0) ||
-        (v[2] && get_int(x, v[2], "retries.cap_ms", 1, 600000, &c->retry_cap_ms) != 0) ||
-        (v[3] && get_int(x, v[3], "retries.budget_percent", 0, 100, &c->retry_budget_percent) != 0) ||
-        (v[4] && get_int(x, v[4], "retries.budget_min_per_s", 0, 100000, &c->retry_budget_min_per_s) != 0))
+    if (parse_int_section(x, n, "retries", f, 5, v) != 0)
         return -1;
     if (c->retry_cap_ms < c->retry_base_ms)
         return bad(x, v[2] ? v[2] : v[1], v[2] ? "retries.cap_ms" : "retries.base_ms",
-                    "cap_ms (%lld) must be at least base_ms (%lld)", (long long)c->retry_cap_ms,
-                    (long long)c->retry_base_ms);
+                   "cap_ms (%lld) must be at least base_ms (%lld)", (long long)c->retry_cap_ms,
+                   (long long)c->retry_base_ms);
     return 0;
 }
 
 static int parse_outlier(struct ctx *x, yaml_node_t *n)
 {
-    static const char *const keys[] = {"consecutive_failures", "base_ejection_s", "max_ejection_s",
-                                       "max_ejected_percent"};
+    static const struct int_field f[] = {
+        FIELD("consecutive_failures", 1, 1000, outlier_failures),
+        FIELD("base_ejection_s", 1, 3600, outlier_base_s),
+        FIELD("max_ejection_s", 1, 86400, outlier_max_s),
+        FIELD("max_ejected_percent", 0, 100, outlier_max_percent),
+    };
     struct gw_config *c = x->c;
     yaml_node_t *v[4];
-    if (map_fields(x, n, "outlier", keys, 4, v) != 0)
-        return -1;
-    if ((v[0] && get_int(x, v[0], "outlier.consecutive_failures", 1, 1000, &c->outlier_failures) != 0) ||
-        (v[1] && get_int(x, v[1], "outlier.base_ejection_s", 1, 3600, &c->outlier_base_s) != 0) ||
-        (v[2] && get_int(x, v[2], "outlier.max_ejection_s", 1, 86400, &c->outlier_max_s) != 0) ||
-        (v[3] && get_int(x, v[3], "outlier.max_ejected_percent", 0, 100, &c->outlier_max_percent) != 0))
+    if (parse_int_section(x, n, "outlier", f, 4, v) != 0)
         return -1;
     if (c->outlier_max_s < c->outlier_base_s)
         return bad(x, v[2] ? v[2] : v[1], v[2] ? "outlier.max_ejection_s" : "outlier.base_ejection_s",
-                    "max_ejection_s (%lld) must be at least base_ejection_s (%lld)", (long long)c->outlier_max_s,
-                    (long long)c->outlier_base_s);
+                   "max_ejection_s (%lld) must be at least base_ejection_s (%lld)", (long long)c->outlier_max_s,
+                   (long long)c->outlier_base_s);
     return 0;
 }
 
 static int parse_shedding(struct ctx *x, yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_outstanding"};
+    static const struct int_field f[] = {FIELD("max_outstanding", 1, 1000000, shed_max_outstanding)};
     yaml_node_t *v[1];
-    if (map_fields(x, n, "shedding", keys, 1, v) != 0)
-        return -1;
-    if (v[0] && get_int(x, v[0], "shedding.max_outstanding", 1, 1000000, &x->c->shed_max_outstanding) != 0)
-        return -1;
-    return 0;
+    return parse_int_section(x, n, "shedding", f, 1, v);
 }
 
 static int parse_fault_rule(struct ctx *x, yaml_node_t *n, const char *path, struct gw_fault_rule *r)
