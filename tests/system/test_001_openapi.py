@@ -11,11 +11,24 @@ x-cairn-oip-errors, x-cairn-max-body and x-cairn-timeout-ms; errors are problem+
 except on x-cairn-oip-errors routes, whose errors are the Open Inference Protocol's
 {"error": "..."} (the OipError schema), and a raw route offers no protobuf body. Operations
 marked `x-cairn-builtin` (the gateway's own /healthz and /readyz) are not routes and are
-left out of the comparison. Needs only the built gateway binary, no running stack.
+left out of the comparison.
+
+The traffic policies (gateway/proxy.c and the files of its steps) are held to the document
+too: every route operation takes the five policy headers as parameters (traceparent,
+X-Request-Timeout-Ms, Idempotency-Key, X-Fault-Delay-Ms, X-Fault-Abort) with the bounds
+the code accepts, and the probes take only traceparent (they are answered before
+deadlines, rate limits and faults); x-cairn-idempotent (which decides retries) equals the
+route's idempotent flag; every route lists 400 (a malformed X-Request-Timeout-Ms), 429 (a
+rate limit may cover any route) and 504 (every route has a timeout); every response,
+probes included, has X-Request-Id and Server-Timing; a route's success and 429 responses
+have RateLimit and RateLimit-Policy, optional (only when a policy covers the request), and
+the probes' responses do not. Needs only the built gateway binary and the gateway's
+sources, no running stack.
 """
 
 import json
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -26,6 +39,12 @@ GATEWAY = ROOT / "build" / "bin" / "cairn-gateway"
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 BUILTINS = {("GET", "/healthz"), ("GET", "/readyz")}
+# Request headers the gateway's traffic policies read (gateway/proxy.c), lowercased.
+POLICY_HEADERS = {"traceparent", "x-request-timeout-ms", "idempotency-key", "x-fault-delay-ms", "x-fault-abort"}
+# gw_proxy_on_req answers /healthz and /readyz after reading traceparent and before
+# deadline_init, the rate-limit step and step_fault.
+BUILTIN_POLICY_HEADERS = {"traceparent"}
+ROUTE_STATUSES = ("400", "429", "504")
 
 
 @pytest.fixture(scope="module")
@@ -227,14 +246,107 @@ def test_user_routes_document_401(routes, spec):
                          "scoped ones 403): " + ", ".join(missing))
 
 
-def test_every_response_has_x_request_id(spec):
-    missing = []
+def test_every_response_has_x_request_id_and_server_timing(spec):
+    # gateway/proxy.c respond(): every answer, the probes' and every error's included.
+    for name in ("X-Request-Id", "Server-Timing"):
+        missing = []
+        for (method, path), op in operations(spec).items():
+            for code, resp in op.get("responses", {}).items():
+                headers = {h.lower(): resolve(spec, v) for h, v in resolve(spec, resp).get("headers", {}).items()}
+                if name.lower() not in headers:
+                    missing.append(f"{method} {path} {code}")
+                elif headers[name.lower()].get("required") is not True:
+                    missing.append(f"{method} {path} {code} (not required: true)")
+        assert not missing, f"responses without the {name} header: " + ", ".join(missing)
+
+
+def header_params(spec, op):
+    """{lowercased name: parameter} of an operation's header parameters."""
+    params = (resolve(spec, p) for p in op.get("parameters", []))
+    return {p["name"].lower(): p for p in params if p.get("in") == "header"}
+
+
+def test_routes_take_the_policy_headers(spec):
+    wrong = []
+    for (method, path), op in operations(spec).items():
+        want = BUILTIN_POLICY_HEADERS if op.get("x-cairn-builtin") else POLICY_HEADERS
+        got = set(header_params(spec, op)) & POLICY_HEADERS
+        if got != want:
+            missing, extra = sorted(want - got), sorted(got - want)
+            wrong.append(f"{method} {path}: " + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else []) +
+                ([f"lists {', '.join(extra)}, which the gateway does not read there"] if extra else [])))
+    assert not wrong, ("every route takes the traffic-policy headers (components/parameters Traceparent, "
+                       "RequestTimeoutMs, IdempotencyKey, FaultDelayMs, FaultAbort), the probes only "
+                       "traceparent:\n" + "\n".join(wrong))
+
+
+def test_policy_header_bounds_match_the_gateway(spec):
+    max_delay = int(re.search(r"#define GW_FAULT_MAX_DELAY_MS (\d+)",
+                              (ROOT / "gateway" / "fault.h").read_text()).group(1))
+    want = {
+        # proxy.c deadline_init: 1 to 12 digits, above 0.
+        "x-request-timeout-ms": ("integer", 1, 10**12 - 1),
+        # fault.c gw_fault_parse_headers.
+        "x-fault-delay-ms": ("integer", 0, max_delay),
+        "x-fault-abort": ("integer", 400, 599),
+    }
+    # trace.c gw_trace_parse: version 00, lowercase hex.
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    bad = (good.upper(), "01" + good[2:], good + "-00")
+    wrong = []
+    for (method, path), op in operations(spec).items():
+        for name, param in header_params(spec, op).items():
+            schema = param.get("schema", {})
+            if name in want:
+                got = (schema.get("type"), schema.get("minimum"), schema.get("maximum"))
+                if got != want[name]:
+                    wrong.append(f"{method} {path} {name}: documents (type, minimum, maximum) {got}, "
+                                 f"the gateway takes {want[name]}")
+            elif name == "traceparent":
+                pattern = re.compile(schema.get("pattern", ""))
+                if not pattern.fullmatch(good) or any(pattern.fullmatch(b) for b in bad):
+                    wrong.append(f"{method} {path} traceparent: pattern {pattern.pattern!r} is not version 00 "
+                                 f"in lowercase hex")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_idempotent_matches_the_route_table(routes, spec):
+    # Retries after a lost connection or UNAVAILABLE depend on it (gateway/retry.c).
+    wrong = [f"{k[0]} {k[1]}: documents x-cairn-idempotent={op.get('x-cairn-idempotent')!r}, "
+             f"routes.c has {routes[k]['idempotent']!r}"
+             for k, op in route_ops(spec).items()
+             if k in routes and op.get("x-cairn-idempotent") != routes[k]["idempotent"]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_routes_list_400_429_and_504(spec):
+    missing = [f"{m} {p} ({', '.join(c for c in ROUTE_STATUSES if c not in {str(k) for k in op['responses']})})"
+               for (m, p), op in route_ops(spec).items()
+               if not set(ROUTE_STATUSES) <= {str(k) for k in op.get("responses", {})}]
+    assert not missing, ("every route can answer 400 (a malformed X-Request-Timeout-Ms), 429 (a rate limit) and "
+                         "504 (its timeout): " + ", ".join(missing))
+
+
+def test_rate_limit_headers(spec):
+    wrong = []
     for (method, path), op in operations(spec).items():
         for code, resp in op.get("responses", {}).items():
-            headers = {h.lower() for h in resolve(spec, resp).get("headers", {})}
-            if "x-request-id" not in headers:
-                missing.append(f"{method} {path} {code}")
-    assert not missing, "responses without the X-Request-Id header: " + ", ".join(missing)
+            headers = resolve(spec, resp).get("headers", {})
+            got = {h.lower(): resolve(spec, v) for h, v in headers.items()}
+            have = {"ratelimit", "ratelimit-policy"} & set(got)
+            where = f"{method} {path} {code}"
+            if op.get("x-cairn-builtin"):
+                if have:
+                    wrong.append(f"{where}: the probes are never rate-limited, yet it lists {sorted(have)}")
+                continue
+            if str(code).startswith("2") or str(code) == "429":
+                if have != {"ratelimit", "ratelimit-policy"}:
+                    wrong.append(f"{where}: missing {sorted({'ratelimit', 'ratelimit-policy'} - have)}")
+            for h in have:
+                if got[h].get("required") is not False:
+                    wrong.append(f"{where}: {h} must be required: false (only when a policy covers the request)")
+    assert not wrong, "RateLimit/RateLimit-Policy headers:\n" + "\n".join(wrong)
 
 
 def test_refs_resolve(spec):
