@@ -39,21 +39,40 @@ static const struct {
     {201, "Created", "created"},
     {202, "Accepted", "accepted"},
     {204, "No Content", "no-content"},
+    /* Every 4xx and 5xx of RFC 9110 (and 429, 431, 451, 499): the gateway's own answers
+     * use a few, but an injected fault (X-Fault-Abort) may be any of them. */
     {400, "Bad Request", "bad-request"},
     {401, "Unauthorized", "unauthorized"},
+    {402, "Payment Required", "payment-required"},
     {403, "Forbidden", "forbidden"},
     {404, "Not Found", "not-found"},
     {405, "Method Not Allowed", "method-not-allowed"},
+    {406, "Not Acceptable", "not-acceptable"},
+    {407, "Proxy Authentication Required", "proxy-authentication-required"},
+    {408, "Request Timeout", "request-timeout"},
     {409, "Conflict", "conflict"},
+    {410, "Gone", "gone"},
+    {411, "Length Required", "length-required"},
     {412, "Precondition Failed", "precondition-failed"},
     {413, "Content Too Large", "content-too-large"},
+    {414, "URI Too Long", "uri-too-long"},
     {415, "Unsupported Media Type", "unsupported-media-type"},
+    {416, "Range Not Satisfiable", "range-not-satisfiable"},
+    {417, "Expectation Failed", "expectation-failed"},
+    {421, "Misdirected Request", "misdirected-request"},
+    {422, "Unprocessable Content", "unprocessable-content"},
+    {426, "Upgrade Required", "upgrade-required"},
+    {428, "Precondition Required", "precondition-required"},
     {429, "Too Many Requests", "too-many-requests"},
+    {431, "Request Header Fields Too Large", "request-header-fields-too-large"},
+    {451, "Unavailable For Legal Reasons", "unavailable-for-legal-reasons"},
     {499, "Client Closed Request", "client-closed-request"},
     {500, "Internal Server Error", "internal"},
     {501, "Not Implemented", "not-implemented"},
+    {502, "Bad Gateway", "bad-gateway"},
     {503, "Service Unavailable", "unavailable"},
     {504, "Gateway Timeout", "gateway-timeout"},
+    {505, "HTTP Version Not Supported", "http-version-not-supported"},
 };
 
 int gw_code_status(Cairn__V1__Code code)
@@ -82,7 +101,11 @@ void gw_problem_body(struct cn_buf *out, int status, const char *detail, const c
                      Cairn__V1__FieldError *const *errors, size_t nerrors)
 {
     int i = status_index(status);
-    cn_buf_printf(out, "{\"type\":\"urn:cairn:problem:%s\",\"title\":", i < 0 ? "error" : statuses[i].slug);
+    /* One type per status: one outside the table (a fault may inject 418) is named by number. */
+    if (i < 0)
+        cn_buf_printf(out, "{\"type\":\"urn:cairn:problem:status-%d\",\"title\":", status);
+    else
+        cn_buf_printf(out, "{\"type\":\"urn:cairn:problem:%s\",\"title\":", statuses[i].slug);
     const char *title = gw_status_reason(status);
     cn_buf_json_str(out, title, strlen(title));
     cn_buf_printf(out, ",\"status\":%d,\"detail\":", status);

@@ -27,6 +27,16 @@ static void test_codes(void **state)
     assert_int_equal(gw_code_status((Cairn__V1__Code)99), 500);
     assert_string_equal(gw_status_reason(404), "Not Found");
     assert_string_equal(gw_status_reason(299), "Error");
+    /* the gateway's own 502, and statuses only an injected fault gives */
+    assert_string_equal(gw_status_reason(502), "Bad Gateway");
+    assert_string_equal(gw_status_reason(422), "Unprocessable Content");
+    struct cn_buf b = {0};
+    gw_problem_body(&b, 502, NULL, "r", NULL, 0);
+    assert_non_null(strstr(b.data, "\"type\":\"urn:cairn:problem:bad-gateway\",\"title\":\"Bad Gateway\""));
+    cn_buf_reset(&b);
+    gw_problem_body(&b, 418, "fault injected", "r", NULL, 0);
+    assert_non_null(strstr(b.data, "\"type\":\"urn:cairn:problem:status-418\",\"title\":\"Error\",\"status\":418"));
+    cn_buf_free(&b);
     /* every status a code maps to has a reason phrase */
     for (int c = 0; c <= 16; c++)
         assert_string_not_equal(gw_status_reason(gw_code_status((Cairn__V1__Code)c)), "Error");

@@ -55,6 +55,11 @@ struct reqstate {
     struct gw_principal principal;
     bool authenticated;
     struct cn_apikey key;            /* being resolved */
+    struct gw_credential cred;       /* the API key to resolve once the anonymous limits allow */
+    /* A refusal of the caller's credentials, sent once the anonymous limits have counted it. */
+    int refuse_status;
+    const char *refuse_challenge, *refuse_detail;
+    void (*after_limit)(struct reqstate *st);  /* what a rate-limit decision that lets it go on runs */
     unsigned revoke_epoch;           /* gw_apikeys_epoch() when the resolve was sent */
     struct gw_upcall *upcall;
     int64_t start_us, upstream_start_us, upstream_us;
@@ -351,10 +356,11 @@ static const char *budget_name(const struct reqstate *st, char *buf, size_t len)
     return buf;
 }
 
-static void respond_deadline(struct reqstate *st, const char *fmt)
+/* A 504 whose detail names the service (fmt's first %s) and the budget (its second). */
+static void respond_deadline(struct reqstate *st, const char *service, const char *fmt)
 {
     char budget[96], detail[192];
-    snprintf(detail, sizeof detail, fmt, st->route->service, budget_name(st, budget, sizeof budget));
+    snprintf(detail, sizeof detail, fmt, service, budget_name(st, budget, sizeof budget));
     respond_problem(st, 504, detail, NULL, 0);
 }
 
@@ -440,7 +446,7 @@ static void respond_transport(struct reqstate *st, struct gw_upcall *c, const ch
     char detail[160];
     if (c->rv == NNG_ETIMEDOUT) {
         if (st->deadline_us) {
-            respond_deadline(st, "%s did not answer within %s");
+            respond_deadline(st, service, "%s did not answer within %s");
             return;
         }
         snprintf(detail, sizeof detail, "%s did not answer in time", service);
@@ -547,7 +553,7 @@ static void on_upstream_done(struct gw_upcall *c)
         if (retry_maybe(st, &a, res->retry_after_ms))
             return;
         if (res->code == CAIRN__V1__CODE__DEADLINE_EXCEEDED) {
-            respond_deadline(st, "%s did not finish within %s");
+            respond_deadline(st, st->route->service, "%s did not finish within %s");
             return;
         }
         respond_result_error(st, res, service, st->route->rpc);
@@ -670,11 +676,31 @@ static void principal_to_proto(struct reqstate *st, Cairn__V1__Principal *pr)
     }
 }
 
+static void rate_limit_then(struct reqstate *st, bool anonymous, void (*then)(struct reqstate *));
+
+static void send_refusal(struct reqstate *st)
+{
+    if (st->refuse_challenge)
+        h2o_add_header(&st->req->pool, &st->req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, st->refuse_challenge,
+                       strlen(st->refuse_challenge));
+    respond_problem(st, st->refuse_status, st->refuse_detail, NULL, 0);
+}
+
+/* Refuses the caller's credentials (401 with challenge, or 400), after counting the
+ * request against the anonymous rate limits of its client address: credentials the edge
+ * cannot vouch for are an anonymous caller's, so replaying bad tokens or guessing keys is
+ * throttled (429) like any other anonymous traffic instead of being free. */
+static void refuse_credentials(struct reqstate *st, int status, const char *challenge, const char *detail)
+{
+    st->refuse_status = status;
+    st->refuse_challenge = challenge;
+    st->refuse_detail = h2o_strdup(&st->req->pool, detail, SIZE_MAX).base;
+    rate_limit_then(st, true, send_refusal);
+}
+
 static void respond_unauthenticated(struct reqstate *st, const char *challenge, const char *detail)
 {
-    h2o_add_header(&st->req->pool, &st->req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge,
-                   strlen(challenge));
-    respond_problem(st, 401, detail, NULL, 0);
+    refuse_credentials(st, 401, challenge, detail);
 }
 
 static void step_rate_limit(struct reqstate *st);
@@ -709,7 +735,11 @@ static void on_key_resolved(struct gw_upcall *c)
     }
     if (res->code == CAIRN__V1__CODE__UNAUTHENTICATED) {
         cn_series_add(cn_metric_series(m_refused, (const char *[]){"refused_api_key"}), 1);
-        respond_unauthenticated(st, "Bearer error=\"invalid_token\"", "invalid API key");
+        /* Counted against the anonymous limits before the lookup: answer at once. */
+        st->refuse_status = 401;
+        st->refuse_challenge = "Bearer error=\"invalid_token\"";
+        st->refuse_detail = "invalid API key";
+        send_refusal(st);
         return;
     }
     if (res->code != CAIRN__V1__CODE__OK) {
@@ -739,20 +769,30 @@ static void on_key_resolved(struct gw_upcall *c)
     authorized_then_proceed(st);
 }
 
-/* Asks auth who an API key stands for; answers on failure. */
-static void resolve_key(struct reqstate *st, const struct gw_credential *cred)
+/* Asks auth who st->cred (an API key not in the cache) stands for, within the request's
+ * deadline and with its trace; answers on failure. */
+static void resolve_key(struct reqstate *st)
 {
+    const struct gw_credential *cred = &st->cred;
+    int64_t left = (st->deadline_us - cn_mono_us()) / 1000;
+    if (left < GW_MIN_ATTEMPT_MS) {
+        respond_deadline(st, "auth", "no time left to ask %s about the API key within %s");
+        return;
+    }
     st->key = cred->key;
     st->revoke_epoch = gw_apikeys_epoch();
     Cairn__V1__ResolveApiKeyRequest rq = CAIRN__V1__RESOLVE_API_KEY_REQUEST__INIT;
     rq.key = h2o_strdup(&st->req->pool, cred->token, cred->len).base;
+    size_t n = protobuf_c_message_get_packed_size(&rq.base);
+    uint8_t *packed = h2o_mem_alloc_pool(&st->req->pool, n ? n : 1);
+    protobuf_c_message_pack(&rq.base, packed);
     nng_msg *msg;
-    cn_rpc_call_encode("ResolveApiKey", st->request_id, (uint32_t)gw_conf.upstream_timeout_ms, NULL, st->remote,
-                       &rq.base, &msg);
+    cn_rpc_call_encode_traced("ResolveApiKey", st->request_id, (uint32_t)left, NULL, st->remote, st->traceparent,
+                              packed, n, &msg);
     size_t si = (size_t)(gw_service_find("auth") - gw_services);
     st->upstream_start_us = cn_mono_us();
-    if (gw_upstream_call(gw_upstreams[si], msg, (int)gw_conf.upstream_timeout_ms, &gw_self->upstream_rx,
-                         on_key_resolved, st, &st->upcall) != CN_OK) {
+    if (gw_upstream_call(gw_upstreams[si], msg, (int)left, &gw_self->upstream_rx, on_key_resolved, st,
+                         &st->upcall) != CN_OK) {
         nng_msg_free(msg);
         add_retry_after(st->req, 1000);
         respond_problem(st, 503, "no auth instance is reachable to check the API key", NULL, 0);
@@ -781,9 +821,7 @@ static void authenticate(struct reqstate *st)
                                 "this route needs credentials: send Authorization: Bearer <token or API key>");
         return;
     case GW_CRED_MALFORMED:
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                       H2O_STRLIT("Bearer error=\"invalid_request\""));
-        respond_problem(st, 400, cred.why, NULL, 0);
+        refuse_credentials(st, 400, "Bearer error=\"invalid_request\"", cred.why);
         return;
     case GW_CRED_BADKEY:
         cn_series_add(cn_metric_series(m_refused, (const char *[]){"bad_api_key"}), 1);
@@ -794,7 +832,10 @@ static void authenticate(struct reqstate *st)
             authorized_then_proceed(st);
             return;
         }
-        resolve_key(st, &cred);
+        /* Not seen lately: one anonymous request's worth of the address's limits pays for
+         * the lookup, so unknown keys cannot make auth work for free. */
+        st->cred = cred;
+        rate_limit_then(st, true, resolve_key);
         return;
     case GW_CRED_JWT:
         break;
@@ -994,12 +1035,11 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
         cn_request_id_new(st->request_id);
     }
     request_trace(st);
-    struct sockaddr_storage ss;
-    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, st->remote, sizeof st->remote);
-    else if (sl && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, st->remote, sizeof st->remote);
+    /* The client's address: the peer's, or behind trusted proxies the X-Forwarded-For
+     * hop they vouch for, the same one the rate limits key on. It goes to the access log
+     * and to services in each Call (auth's login throttle counts per address). */
+    st->cfg = gw_config_get();
+    gw_ratelimit_client_ip(req, req_config(st), st->remote, sizeof st->remote);
 
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     const char *path = req->path.base;
@@ -1041,7 +1081,6 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
     st->match = m;
     if (deadline_init(st) != 0)
         return 0;
-    st->cfg = gw_config_get();
     if (m.route->auth == GW_AUTH_PUBLIC)
         step_rate_limit(st);
     else
@@ -1055,33 +1094,39 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
 static void on_rate_limited(void *data, const struct gw_rl_result *res)
 {
     struct reqstate *st = data;
-    st->ratelimit = res->outcome;
-    st->ratelimit_us = res->waited_us;
+    if (res->outcome)
+        st->ratelimit = res->outcome;
+    st->ratelimit_us += res->waited_us;
     if (res->status) {
         add_retry_after(st->req, (uint32_t)(res->retry_after_ms > 0 ? res->retry_after_ms : 1));
         respond_problem(st, res->status, res->detail, NULL, 0);
         return;
     }
-    proceed(st);
+    st->after_limit(st);
 }
 
-/* Rate limits: the request's policies decide (ratelimit.c), then proceed. The decision
- * may wait for Redis; a request disposed meanwhile is forgotten by ratelimit.c. */
-static void step_rate_limit(struct reqstate *st)
+/* Rate limits: the request's policies decide (ratelimit.c), then `then` runs. The
+ * decision may wait for Redis; a request disposed meanwhile is forgotten by ratelimit.c.
+ * anonymous: count it as an anonymous caller's (credentials not vouched for yet). */
+static void rate_limit_then(struct reqstate *st, bool anonymous, void (*then)(struct reqstate *))
 {
     const struct gw_config *c = st->cfg;
     if (c == NULL || c->npolicies == 0) {
-        proceed(st);
+        then(st);
         return;
     }
+    bool who = st->authenticated && !anonymous;
     struct gw_rl_caller caller = {
-        .authenticated = st->authenticated,
-        .subject = st->authenticated ? st->principal.sub : "",
-        .role = st->authenticated ? st->principal.role : "",
-        .key_id = st->authenticated ? st->principal.key_id : "",
+        .authenticated = who,
+        .subject = who ? st->principal.sub : "",
+        .role = who ? st->principal.role : "",
+        .key_id = who ? st->principal.key_id : "",
     };
+    st->after_limit = then;
     gw_ratelimit_check(st->req, c, st->route_index, &caller, st->request_id, on_rate_limited, st);
 }
+
+static void step_rate_limit(struct reqstate *st) { rate_limit_then(st, false, proceed); }
 
 /* Decodes the body and parameters into the RPC's input (st->packed), then step_fault. */
 static void proceed(struct reqstate *st)
@@ -1170,7 +1215,7 @@ static void on_fault_delay_done(struct gw_fault_timer *t)
     struct reqstate *st = (struct reqstate *)((char *)t - offsetof(struct reqstate, fault_timer));
     st->fault_us = cn_mono_us() - st->fault_start_us;
     if (st->fault_capped) {
-        respond_deadline(st, "an injected fault delay before calling %s used all of %s");
+        respond_deadline(st, st->route->service, "an injected fault delay before calling %s used all of %s");
         return;
     }
     fault_abort_or_call(st);
@@ -1251,7 +1296,8 @@ static void attempt_start(struct reqstate *st)
      * decision, earlier attempts) counts. */
     int64_t left = (st->deadline_us - cn_mono_us()) / 1000;
     if (left < GW_MIN_ATTEMPT_MS) {
-        respond_deadline(st, st->attempts ? "no time left to retry %s within %s" : "no time left to call %s within %s");
+        respond_deadline(st, st->route->service,
+                         st->attempts ? "no time left to retry %s within %s" : "no time left to call %s within %s");
         return;
     }
     nng_msg *call;

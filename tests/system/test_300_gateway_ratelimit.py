@@ -239,3 +239,63 @@ rate_limits:
     assert '"GW-RATELIMIT-SHADOW"' in log and name in log
     rec = [line for line in log.splitlines() if '"type":"access"' in line and JWKS in line]
     assert any('"ratelimit":"shadow_limited"' in line for line in rec), rec[-3:]
+
+
+def test_refused_credentials_count_as_anonymous(new_cluster, tmp_path):
+    """Credentials the gateway cannot vouch for are an anonymous caller's: bad tokens and
+    unknown API keys use up the address's anonymous limit (then 429, and an unknown key no
+    longer reaches auth), while a valid token is counted as its user. Behind a trusted
+    proxy the address is the X-Forwarded-For hop, in the limits and in the access log."""
+    name = policy_name("anon-me")
+    path = write_config(tmp_path, f"""
+redis:
+  timeout_ms: 200
+trusted_proxies: [127.0.0.0/8]
+route_groups:
+  me: ["GET /v1/auth/me"]
+rate_limits:
+  - name: {name}
+    groups: [me]
+    tiers: [anonymous]
+    key: ip
+    limit: 3
+    window_s: 3600
+""")
+    c = new_cluster(gateway_env={"CAIRN_GATEWAY_CONFIG": path})
+    api = c.api()
+    user = api.new_user()
+    resolves = lambda: metric_sum(c.auth.metrics(), "cairn_rpc_calls_total", method="ResolveApiKey")
+
+    def me(addr, **kw):
+        rid = f"anon-{uuid.uuid4().hex[:12]}"
+        headers = {"X-Forwarded-For": addr, "X-Request-Id": rid}
+        if "token" in kw:
+            headers["Authorization"] = f"Bearer {kw['token']}"
+        if "key" in kw:
+            headers["X-API-Key"] = kw["key"]
+        return requests.get(c.url + "/v1/auth/me", headers=headers, timeout=5), rid
+
+    addr = "198.51.100.7"
+    before = resolves()
+    got = [me(addr, token="not-a-jwt")[0], me(addr, token="not.a.jwt")[0], me(addr, key=cairn.api_key())[0]]
+    assert [r.status_code for r in got] == [401, 401, 401], [r.text for r in got]
+    assert all(f'"{name}";q=3;w=3600' in r.headers.get("RateLimit-Policy", "") for r in got)
+    wait_until(lambda: resolves() == before + 1, timeout=2, what="the unknown key resolved once")
+    # The address's anonymous limit is used up: refused credentials are now 429, and an
+    # unknown key is refused before auth is asked about it.
+    for kw in ({"token": "not-a-jwt"}, {"key": cairn.api_key()}, {}):
+        r, _ = me(addr, **kw)
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert name in r.json()["detail"]
+    time.sleep(0.3)
+    assert resolves() == before + 1, "an unknown key reached auth past the anonymous limit"
+    # A valid token is its user's request, not the address's anonymous one.
+    r, _ = me(addr, token=user.access)
+    assert r.status_code == 200, r.text
+    # Another client behind the same proxy has its own bucket, and the access log and the
+    # service see that client's address.
+    r, rid = me("198.51.100.8", token="not-a-jwt")
+    assert r.status_code == 401, r.text
+    rec = wait_until(lambda: c.gateway.access_log(rid), timeout=2, what="the access-log record")
+    assert rec["remote"] == "198.51.100.8", rec
