@@ -7,6 +7,7 @@
 #   BENCH_SERVICES="auth inference"  also start cairn-inference ($INFER_PID, its log
 #                     $W/inference.log); the gateway then routes to it and is ready only
 #                     once it reaches it. BENCH_INFERENCE_ENV=(VAR=value ...) adds to its env.
+#   CAIRN_GATEWAY_CONFIG=FILE   (exported) the gateway's policy file; none by default.
 #   CAIRN_BIN_DIR=DIR take the binaries from DIR and build nothing (default: make the
 #                     binaries needed into build/bin).
 #   BENCH_KEEP=1      keep the work dir and its logs on exit (PostgreSQL's data removed).
@@ -47,8 +48,8 @@ bench_start() {
   trap bench_cleanup EXIT
   scripts/stack start "$W/stack" >/dev/null 2>&1
   set -a; . "$W/stack/env"; set +a
-  local rpc events http
-  rpc=$(freeport); events=$(freeport); http=$(freeport)
+  local rpc events
+  rpc=$(freeport); events=$(freeport)
   env CAIRN_AUTH_LISTEN=tcp://127.0.0.1:$rpc CAIRN_AUTH_ADMIN=127.0.0.1:$(freeport) \
     CAIRN_AUTH_EVENTS=tcp://127.0.0.1:$events CAIRN_LOG_LEVEL=warn "$@" \
     "$BENCH_BIN/cairn-auth" >"$W/auth.log" 2>&1 &
@@ -64,19 +65,29 @@ bench_start() {
     INFER_PID=$!; bench_pids+=($INFER_PID)
     gwenv=(CAIRN_INFERENCE_ADDR=tcp://127.0.0.1:$irpc CAIRN_READY_SERVICES=auth,inference)
   fi
-  env CAIRN_HTTP_PORT=$http CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc \
-    CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events CAIRN_THREADS=${CAIRN_THREADS:-1} CAIRN_LOG_LEVEL=warn \
-    ${gwenv[@]+"${gwenv[@]}"} "$BENCH_BIN/cairn-gateway" >/dev/null 2>"$W/gateway.log" &
-  GW_PID=$!; bench_pids+=($GW_PID)
-  base=http://127.0.0.1:$http
-  for _ in $(seq 300); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fs "$base/readyz" >/dev/null || { echo "bench: gateway not ready"; cat "$W"/*.log; exit 1; }
+  GW_ENV=(CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events
+          ${gwenv[@]+"${gwenv[@]}"})
+  bench_gateway gateway
   EMAIL="bench-$RANDOM$RANDOM@example.com"
   PASSWORD="correct horse battery staple"
   curl -fs -XPOST "$base/v1/auth/register" -H 'content-type: application/json' \
     -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" >/dev/null
   TOKEN=$(curl -fs -XPOST "$base/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json_field '["access_token"]')
+}
+
+# bench_gateway NAME [VAR=value...]: starts one more cairn-gateway in front of the same
+# services (its log $W/NAME.log) and waits until it is ready; sets GW_PID and base to it.
+# bench_start calls it once; a bench comparing two gateway set-ups calls it again.
+bench_gateway() {
+  local name=$1 http; shift
+  http=$(freeport)
+  env CAIRN_HTTP_PORT=$http CAIRN_GATEWAY_ADMIN=127.0.0.1:$(freeport) CAIRN_THREADS=${CAIRN_THREADS:-1} \
+    CAIRN_LOG_LEVEL=warn "${GW_ENV[@]}" "$@" "$BENCH_BIN/cairn-gateway" >/dev/null 2>"$W/$name.log" &
+  GW_PID=$!; bench_pids+=($GW_PID)
+  base=http://127.0.0.1:$http
+  for _ in $(seq 300); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs "$base/readyz" >/dev/null || { echo "bench: $name not ready"; cat "$W"/*.log; exit 1; }
 }
 
 # CPU ticks (utime+stime) of the given pids.
