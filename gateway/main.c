@@ -131,6 +131,8 @@ int main(int argc, char **argv)
         printf("\nService addresses (comma-separated nng addresses, one per instance):\n");
         for (size_t i = 0; i < gw_nservices; i++)
             printf("  %-28s default %s\n", gw_services[i].addr_env, gw_services[i].addr_default);
+        printf("\nOther commands:\n  cairn-gateway --routes               the route table as JSON\n"
+               "  cairn-gateway --check-config FILE    validate a policy file (exit 0, or 1 with FILE:LINE: why)\n");
         return 0;
     }
     if (gw_router_init(err, sizeof err) != CN_OK) {
@@ -139,6 +141,24 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "--routes") == 0) {
         print_routes();
+        return 0;
+    }
+    /* Validates a policy file the way start-up and SIGHUP would (route groups against this
+     * binary's routes), like `nginx -t`: for CI, a deploy pipeline, or before kill -HUP. */
+    if (argc > 1 && strcmp(argv[1], "--check-config") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: cairn-gateway --check-config FILE\n");
+            return 2;
+        }
+        struct gw_config *c;
+        char cerr[512];
+        if (gw_config_load(argv[2], &c, cerr, sizeof cerr) != CN_OK) {
+            fprintf(stderr, "cairn-gateway: %s\n", cerr);
+            return 1;
+        }
+        printf("%s: ok (%zu route groups, %zu rate-limit policies, faults %s)\n", argv[2], c->ngroups, c->npolicies,
+               c->faults_enabled ? "enabled" : "off");
+        gw_config_put(c);
         return 0;
     }
     if (argc > 1) {
