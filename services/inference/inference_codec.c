@@ -12,7 +12,7 @@
  * keys in the model's order) and by a hash of the names, built once per call, when that
  * guess misses: a wide model with shuffled keys stays linear.
  * Responses are written straight into a cn_buf with %.9g, enough for a float to round
- * trip; the prediction log gets jansson values instead (infer_rows_json).
+ * trip; the prediction log's text is written the same way (infer_rows_text).
  *
  * To accept a new OIP datatype, add a row to dtypes[] (and a case to oip_cell if it is
  * not a number or a boolean). To add a v1 request field, touch infer_v1_parse and
@@ -364,6 +364,293 @@ static bool alias_ok(const char *s, size_t len)
     return true;
 }
 
+/* ------------------------------------------------------------------ v1 fast path */
+
+/* Nearly every predict body is {"instances": [[numbers...], ...]}, and building a jansson
+ * tree of it (one allocation per number) and walking it costs several times the
+ * prediction. This scanner reads exactly that shape, with "version" or "alias", straight
+ * into the dense matrix. It gives up (returns false, having changed nothing the caller
+ * keeps) on anything else: object rows, rows of different widths, strings or escapes
+ * where a number belongs, duplicate or unknown keys, a number it cannot convert exactly,
+ * too many rows or values, and every error. The jansson path then parses the body and
+ * words the answer, so the scanner never accepts what that path refuses, and its floats
+ * are that path's bit for bit: an integer through int64 as json_integer_value, a real as
+ * the correctly rounded double (Clinger's exact case, else strtod as jansson uses) then
+ * (float). fuzz_infer_codec holds the two paths to the same answers. */
+
+bool infer_v1_fast = true;
+
+struct scan {
+    const char *p, *end;
+};
+
+static void scan_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static bool scan_lit(struct scan *s, const char *w, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, w, n) != 0)
+        return false;
+    s->p += n;
+    return true;
+}
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* One JSON number (the grammar jansson's lexer takes) as jansson would convert it. */
+static bool scan_number(struct scan *s, bool *real, int64_t *ival, double *dval)
+{
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *p = s->p, *end = s->end, *start = p;
+    bool neg = false;
+    uint64_t m = 0;
+    int digits = 0, frac = 0, e = 0;
+
+    *real = false;
+    if (p < end && *p == '-') {
+        neg = true;
+        p++;
+    }
+    if (p >= end || !is_digit(*p))
+        return false;
+    if (*p == '0') {
+        p++;
+        if (p < end && is_digit(*p))
+            return false; /* a leading zero */
+    } else {
+        while (p < end && is_digit(*p)) {
+            if (digits == 19)
+                return false;
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            digits++;
+        }
+    }
+    if (p < end && *p == '.') {
+        *real = true;
+        p++;
+        if (p >= end || !is_digit(*p))
+            return false;
+        while (p < end && is_digit(*p)) {
+            if (m == 0 && *p == '0') { /* leading zeros of the fraction are not significant */
+                p++;
+                frac++;
+                continue;
+            }
+            if (digits == 19)
+                return false;
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            digits++;
+            frac++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        bool eneg = false;
+        *real = true;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            eneg = *p++ == '-';
+        if (p >= end || !is_digit(*p))
+            return false;
+        while (p < end && is_digit(*p)) {
+            if (e > 10000)
+                return false;
+            e = e * 10 + (*p++ - '0');
+        }
+        e = eneg ? -e : e;
+    }
+    s->p = p;
+    if (!*real) {
+        if (digits > 18)
+            return false; /* near strtoll's limit: let jansson say */
+        *ival = neg ? -(int64_t)m : (int64_t)m;
+        return true;
+    }
+    int e10 = e - frac;
+    if (m == 0) {
+        *dval = neg ? -0.0 : 0.0;
+    } else if (m <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
+        /* Both operands are exact doubles: one IEEE operation rounds correctly. */
+        double d = e10 < 0 ? (double)m / p10[-e10] : (double)m * p10[e10];
+        *dval = neg ? -d : d;
+    } else {
+        char tmp[64];
+        size_t n = (size_t)(p - start);
+        if (n >= sizeof tmp)
+            return false;
+        memcpy(tmp, start, n);
+        tmp[n] = '\0';
+        *dval = strtod(tmp, NULL);
+        if (isinf(*dval))
+            return false; /* jansson refuses the overflow */
+    }
+    return true;
+}
+
+/* One cell of a row: a number, null (missing), true or false, as v1_cell reads it. */
+static bool scan_cell(struct scan *s, float *out)
+{
+    bool real;
+    int64_t iv;
+    double dv;
+
+    if (s->p >= s->end)
+        return false;
+    switch (*s->p) {
+    case 'n': *out = NAN; return scan_lit(s, "null", 4);
+    case 't': *out = 1.0f; return scan_lit(s, "true", 4);
+    case 'f': *out = 0.0f; return scan_lit(s, "false", 5);
+    default: break;
+    }
+    if (!scan_number(s, &real, &iv, &dv))
+        return false;
+    if (!real) {
+        *out = (float)iv;
+        return true;
+    }
+    if (!(fabs(dv) <= FLT_MAX))
+        return false;
+    *out = (float)dv;
+    return true;
+}
+
+/* "instances": [[...], ...] into r->x (rows of equal, non-zero width). */
+static bool scan_instances(struct scan *s, const struct infer_caps *caps, struct infer_v1_req *r)
+{
+    size_t max_rows, max_cells, cap = 0, n = 0, w = 0;
+    float *x = NULL;
+
+    caps_get(caps, &max_rows, &max_cells);
+    if (!scan_lit(s, "[", 1))
+        return false;
+    for (;;) {
+        scan_ws(s);
+        if (!scan_lit(s, "[", 1) || n == max_rows)
+            goto fail;
+        size_t j = 0;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ']')
+            goto fail; /* an empty row */
+        for (;;) {
+            if (n * (w ? w : j + 1) + j >= max_cells || (w && j == w))
+                goto fail;
+            if (n * (w ? w : 0) + j == cap) {
+                cap = cap ? cap * 2 : 64;
+                x = cn_realloc(x, cap * sizeof *x);
+            }
+            scan_ws(s);
+            if (!scan_cell(s, &x[n * (w ? w : 0) + j]))
+                goto fail;
+            j++;
+            scan_ws(s);
+            if (scan_lit(s, ",", 1))
+                continue;
+            if (scan_lit(s, "]", 1))
+                break;
+            goto fail;
+        }
+        if (n == 0)
+            w = j;
+        else if (j != w)
+            goto fail;
+        n++;
+        scan_ws(s);
+        if (scan_lit(s, ",", 1))
+            continue;
+        if (scan_lit(s, "]", 1))
+            break;
+        goto fail;
+    }
+    r->x = x;
+    r->nrows = n;
+    r->ncols = w;
+    return true;
+fail:
+    free(x);
+    return false;
+}
+
+/* A key made of lowercase letters (nothing else is a v1 field). */
+static bool scan_key(struct scan *s, char *key, size_t keylen)
+{
+    size_t n = 0;
+    if (!scan_lit(s, "\"", 1))
+        return false;
+    while (s->p < s->end && *s->p >= 'a' && *s->p <= 'z') {
+        if (n + 1 == keylen)
+            return false;
+        key[n++] = *s->p++;
+    }
+    key[n] = '\0';
+    return scan_lit(s, "\"", 1);
+}
+
+static bool v1_parse_fast(const void *body, size_t len, const struct infer_caps *caps, struct infer_v1_req *out)
+{
+    struct scan s = {body, (const char *)body + len};
+    bool seen[3] = {false, false, false};
+    char key[16];
+
+    scan_ws(&s);
+    if (!scan_lit(&s, "{", 1))
+        return false;
+    for (;;) {
+        scan_ws(&s);
+        if (!scan_key(&s, key, sizeof key))
+            goto fail;
+        int k = strcmp(key, "instances") == 0 ? 0 : strcmp(key, "version") == 0 ? 1 : strcmp(key, "alias") == 0 ? 2 : -1;
+        if (k < 0 || seen[k])
+            goto fail;
+        seen[k] = true;
+        scan_ws(&s);
+        if (!scan_lit(&s, ":", 1))
+            goto fail;
+        scan_ws(&s);
+        if (k == 0) {
+            if (!scan_instances(&s, caps, out))
+                goto fail;
+        } else if (scan_lit(&s, "null", 4)) {
+            /* as if not given */
+        } else if (k == 1) {
+            bool real;
+            int64_t v;
+            double d;
+            if (!scan_number(&s, &real, &v, &d) || real || v < 1 || v > INT_MAX)
+                goto fail;
+            out->version = (int)v;
+        } else {
+            const char *a;
+            if (!scan_lit(&s, "\"", 1))
+                goto fail;
+            a = s.p;
+            while (s.p < s.end && *s.p != '"' && *s.p != '\\' && (unsigned char)*s.p >= 0x20 &&
+                   (unsigned char)*s.p < 0x80)
+                s.p++;
+            if (!scan_lit(&s, "\"", 1) || !alias_ok(a, (size_t)(s.p - 1 - a)))
+                goto fail;
+            memcpy(out->alias, a, (size_t)(s.p - 1 - a));
+            out->alias[s.p - 1 - a] = '\0';
+        }
+        scan_ws(&s);
+        if (scan_lit(&s, ",", 1))
+            continue;
+        if (scan_lit(&s, "}", 1))
+            break;
+        goto fail;
+    }
+    scan_ws(&s);
+    if (s.p != s.end || !seen[0] || (out->version != 0 && out->alias[0] != '\0'))
+        goto fail;
+    return true;
+fail:
+    free(out->x);
+    memset(out, 0, sizeof *out);
+    return false;
+}
+
 int infer_v1_parse(const void *body, size_t len, const struct infer_caps *caps,
                    struct infer_v1_req *out, struct infer_err *err)
 {
@@ -374,6 +661,8 @@ int infer_v1_parse(const void *body, size_t len, const struct infer_caps *caps,
 
     err = err ? err : &dummy;
     memset(out, 0, sizeof *out);
+    if (infer_v1_fast && body != NULL && v1_parse_fast(body, len, caps, out))
+        return CN_OK;
     if ((rc = load_object(body, len, V1_EXAMPLE, &root, err)) != CN_OK)
         goto out;
 
@@ -438,7 +727,35 @@ void infer_v1_req_free(struct infer_v1_req *r)
     if (r == NULL)
         return;
     json_decref(r->root);
+    free(r->x);
     memset(r, 0, sizeof *r);
+}
+
+int infer_v1_rows(struct infer_v1_req *r, const struct infer_meta *meta, const struct infer_caps *caps, float **x,
+                  size_t *nrows, struct infer_err *err)
+{
+    struct infer_err dummy;
+    int rc;
+
+    if (r->x == NULL)
+        return infer_rows_dense(r->instances, "instances", meta, caps, x, nrows, err);
+    /* The checks of infer_rows_dense, in its order, with its words. */
+    err = err ? err : &dummy;
+    *x = NULL;
+    *nrows = 0;
+    if (meta == NULL || meta->num_features <= 0) {
+        refuse(err, "", "the model's feature count is unknown");
+        return CN_EINTERNAL;
+    }
+    size_t f = (size_t)meta->num_features;
+    if ((rc = check_rows(r->nrows, f, caps, "instances", err)) != CN_OK)
+        return rc;
+    if (r->ncols != f)
+        return refuse(err, "instances[0]", "row has %zu values; the model takes %zu features", r->ncols, f);
+    *x = r->x;
+    *nrows = r->nrows;
+    r->x = NULL;
+    return CN_OK;
 }
 
 int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *out, size_t outlen)
@@ -1063,54 +1380,22 @@ void infer_oip_server_metadata(struct cn_buf *out, const char *version)
 
 /* ------------------------------------------------------------------ prediction log */
 
-/* jansson answers NULL on out of memory; like cn_malloc, that ends the process. */
-static json_t *must(json_t *j)
+void infer_rows_text(struct cn_buf *b, const float *x, size_t nrows, size_t ncols)
 {
-    if (j == NULL) {
-        fputs("inference_codec: out of memory\n", stderr);
-        abort();
-    }
-    return j;
-}
-
-static void append(json_t *a, json_t *v)
-{
-    if (json_array_append_new(a, must(v)) != 0) {
-        fputs("inference_codec: out of memory\n", stderr);
-        abort();
-    }
-}
-
-/* A float as JSON: a real (the float's exact value as a double), or null. */
-static json_t *float_json(float v) { return isfinite(v) ? json_real((double)v) : json_null(); }
-
-json_t *infer_rows_json(const float *x, size_t nrows, size_t ncols)
-{
-    json_t *rows = must(json_array());
-
+    cn_buf_putc(b, '[');
     for (size_t i = 0; i < nrows; i++) {
-        json_t *row = must(json_array());
-        for (size_t j = 0; j < ncols; j++)
-            append(row, float_json(x[i * ncols + j]));
-        append(rows, row);
-    }
-    return rows;
-}
-
-json_t *infer_preds_json(const float *pred, size_t nrows, int outputs)
-{
-    json_t *preds = must(json_array());
-    size_t k = outputs > 1 ? (size_t)outputs : 1;
-
-    for (size_t i = 0; i < nrows; i++) {
-        if (k == 1) {
-            append(preds, float_json(pred[i]));
-            continue;
+        cn_buf_puts(b, i ? ",[" : "[");
+        for (size_t j = 0; j < ncols; j++) {
+            if (j)
+                cn_buf_putc(b, ',');
+            put_float(b, x[i * ncols + j]);
         }
-        json_t *row = must(json_array());
-        for (size_t j = 0; j < k; j++)
-            append(row, float_json(pred[i * k + j]));
-        append(preds, row);
+        cn_buf_putc(b, ']');
     }
-    return preds;
+    cn_buf_putc(b, ']');
+}
+
+void infer_preds_text(struct cn_buf *b, const float *pred, size_t nrows, int outputs)
+{
+    put_preds(b, pred, nrows, outputs, false);
 }

@@ -10,6 +10,7 @@
 #ifndef INFERENCE_CODEC_H
 #define INFERENCE_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -40,12 +41,18 @@ struct infer_caps {
 /* {"instances": [...], "version": n, "alias": "a"}: version and alias are optional and not
  * both; null counts as absent; unknown top-level keys are refused. */
 struct infer_v1_req {
-    json_t *root;            /* owns the document */
+    json_t *root;            /* owns the document; NULL when the fast path read it */
     const json_t *instances; /* borrowed from root: a non-empty array of rows */
+    float *x;                /* the fast path's rows: nrows x ncols floats (owned) */
+    size_t ncols;
     int version;             /* 0 = not given */
     char alias[64];          /* "" = not given */
     size_t nrows;
 };
+
+/* Whether infer_v1_parse tries its fast path first (see inference_codec.c). Only tests
+ * turn it off, to check that both paths give the same answers. */
+extern bool infer_v1_fast;
 
 /* Parses len bytes of body. Returns 0 with *out filled (release it with
  * infer_v1_req_free), or CN_EINVAL with err filled and *out zeroed. Rows are checked only
@@ -74,6 +81,10 @@ int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *ou
 int infer_rows_dense(const json_t *instances, const char *path, const struct infer_meta *meta,
                      const struct infer_caps *caps, float **x, size_t *nrows,
                      struct infer_err *err);
+/* infer_rows_dense for a parsed v1 request's instances, with the same results and errors;
+ * the rows the fast path already read are handed over (r->x is taken). */
+int infer_v1_rows(struct infer_v1_req *r, const struct infer_meta *meta, const struct infer_caps *caps, float **x,
+                  size_t *nrows, struct infer_err *err);
 
 /* Appends {"predictions": [...], "model": m, "model_version": v, "variant": s,
  * "request_id": r}: one number per row when outputs is 1, else a list of `outputs`
@@ -120,9 +131,9 @@ void infer_oip_server_metadata(struct cn_buf *out, const char *version);
 
 /* ------------------------------------------------------------------ prediction log */
 
-/* New references (the caller owns them): rows as arrays of numbers, null for NaN; and
- * predictions shaped as in infer_v1_response. */
-json_t *infer_rows_json(const float *x, size_t nrows, size_t ncols);
-json_t *infer_preds_json(const float *pred, size_t nrows, int outputs);
+/* Appends JSON text: rows as arrays of numbers, null for NaN; and predictions shaped as in
+ * infer_v1_response. The log's writer thread calls these, off the predict path. */
+void infer_rows_text(struct cn_buf *b, const float *x, size_t nrows, size_t ncols);
+void infer_preds_text(struct cn_buf *b, const float *pred, size_t nrows, int outputs);
 
 #endif

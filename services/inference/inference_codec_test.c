@@ -158,8 +158,8 @@ static void test_v1_parse_cases(void **state)
         if (rc != 0)
             print_error("v1 case %zu: %s: %s\n", i, err.field, err.message);
         assert_int_equal(rc, 0);
-        assert_non_null(r.root);
-        assert_true(json_is_array(r.instances));
+        /* jansson's tree, or the fast path's matrix */
+        assert_true((r.root != NULL && json_is_array(r.instances)) || (r.x != NULL && r.ncols > 0));
         assert_int_equal(r.nrows, c->nrows);
         assert_int_equal(r.version, c->version);
         assert_string_equal(r.alias, c->alias);
@@ -854,29 +854,101 @@ static void test_log_json(void **state)
     (void)state;
     const float x[] = {1, NAN, 0.5f, -2};
     const float multi[] = {0.25f, 0.75f, 1, 0};
-    char *s;
+    const float tenth = 0.1f; /* not exact in binary: 9 digits bring back the same float */
+    struct cn_buf b = {0};
 
-    json_t *j = infer_rows_json(x, 2, 2);
-    s = json_dumps(j, JSON_COMPACT);
-    assert_string_equal(s, "[[1.0,null],[0.5,-2.0]]");
-    free(s);
-    json_decref(j);
+    infer_rows_text(&b, x, 2, 2);
+    assert_string_equal(b.data, "[[1,null],[0.5,-2]]");
+    cn_buf_reset(&b);
+    infer_preds_text(&b, multi, 2, 2);
+    assert_string_equal(b.data, "[[0.25,0.75],[1,0]]");
+    cn_buf_reset(&b);
+    infer_preds_text(&b, x, 4, 1);
+    assert_string_equal(b.data, "[1,null,0.5,-2]");
+    cn_buf_reset(&b);
+    infer_rows_text(&b, x, 0, 2);
+    assert_string_equal(b.data, "[]");
+    cn_buf_reset(&b);
+    infer_rows_text(&b, &tenth, 1, 1);
+    assert_string_equal(b.data, "[[0.100000001]]");
+    assert_true(strtof(b.data + 2, NULL) == tenth);
+    cn_buf_free(&b);
+}
 
-    j = infer_preds_json(multi, 2, 2);
-    s = json_dumps(j, JSON_COMPACT);
-    assert_string_equal(s, "[[0.25,0.75],[1.0,0.0]]");
-    free(s);
-    json_decref(j);
+/* The fast path reads what jansson's path reads, bit for bit, and gives way to it on
+ * everything else (whose answer is then jansson's path's, word for word). */
+static void test_v1_fast_path_agrees(void **state)
+{
+    (void)state;
+    static const char *bodies[] = {
+        "{\"instances\": [[1, -0, 0.5, 1e3]]}",
+        " {\"instances\":[[1.25e-3,-2.5E+2,123456789012345678,0.1]] , \"version\" : 2 }\n",
+        "{\"alias\": \"production\", \"instances\": [[3.4028235e38, null, true, false]]}",
+        "{\"instances\": [[1e-50, -0.0, 0.30000000000000004, 12345678901234567890123]]}",
+        "{\"instances\": [[0.000000000000000000000000123456789, 9007199254740993, 1e22, 1e23]]}",
+        "{\"instances\": [[1, 2, 3, 4], [5, 6, 7, 8]], \"version\": null, \"alias\": null}",
+        "{\"instances\": [[3.5e38, 0, 0, 0]]}",             /* beyond a float */
+        "{\"instances\": [[1e400, 0, 0, 0]]}",              /* beyond a double */
+        "{\"instances\": [[1, 2, 3], [1, 2, 3, 4]]}",       /* ragged */
+        "{\"instances\": [[1, 2, 3]]}",                     /* narrow for the model */
+        "{\"instances\": [[01, 2, 3, 4]]}",                 /* not JSON */
+        "{\"instances\": [[1., 2, 3, 4]]}",
+        "{\"instances\": [[1, 2, 3, 4]], \"instances\": [[1, 2, 3, 4]]}",
+        "{\"instances\": [[1, 2, 3, 4]], \"version\": 1, \"alias\": \"a\"}",
+        "{\"instances\": [[1, 2, 3, 4]], \"version\": 0}",
+        "{\"instances\": [[1, 2, 3, 4]], \"alias\": \"Prod\"}",
+        "{\"instances\": [[1, 2, \"3\", 4]]}",
+        "{\"instances\": [{\"a\": 1}]}",
+        "{\"instances\": []}",
+        "{\"instances\": [[]]}",
+        "{\"instances\": [[1, 2, 3, 4]]} x",
+        "{\"instances\": [[1, 2, 3, 4]], \"extra\": 1}",
+    };
+    static char *abcd[] = {"a", "b", "c", "d"};
+    const struct infer_meta meta = {.num_features = 4, .feature_names = abcd, .n_feature_names = 4, .outputs = 1};
+    const struct infer_caps caps = {.max_rows = 100, .max_cells = 1000};
+    size_t fast_taken = 0;
 
-    j = infer_preds_json(x, 4, 1);
-    s = json_dumps(j, JSON_COMPACT);
-    assert_string_equal(s, "[1.0,null,0.5,-2.0]");
-    free(s);
-    json_decref(j);
-
-    j = infer_rows_json(x, 0, 2);
-    assert_int_equal(json_array_size(j), 0);
-    json_decref(j);
+    for (size_t i = 0; i < CN_ARRAY_LEN(bodies); i++) {
+        struct infer_v1_req f, s;
+        struct infer_err ef = {{0}, {0}}, es = {{0}, {0}};
+        int rf = infer_v1_parse(bodies[i], strlen(bodies[i]), &caps, &f, &ef);
+        infer_v1_fast = false;
+        int rs = infer_v1_parse(bodies[i], strlen(bodies[i]), &caps, &s, &es);
+        infer_v1_fast = true;
+        if (rf != rs || strcmp(ef.message, es.message) != 0)
+            print_error("body %zu: fast %d %s, jansson %d %s\n", i, rf, ef.message, rs, es.message);
+        assert_int_equal(rf, rs);
+        assert_string_equal(ef.message, es.message);
+        if (rf != CN_OK)
+            continue;
+        fast_taken += f.x != NULL;
+        if (getenv("CODEC_TEST_VERBOSE"))
+            print_message("body %zu: %s\n", i, f.x ? "fast" : "jansson");
+        assert_int_equal(f.version, s.version);
+        assert_string_equal(f.alias, s.alias);
+        assert_int_equal(f.nrows, s.nrows);
+        float *xf = NULL, *xs = NULL;
+        size_t nf = 0, ns = 0;
+        rf = infer_v1_rows(&f, &meta, &caps, &xf, &nf, &ef);
+        rs = infer_v1_rows(&s, &meta, &caps, &xs, &ns, &es);
+        if (rf != rs || strcmp(ef.message, es.message) != 0)
+            print_error("body %zu rows: fast %d %s, jansson %d %s\n", i, rf, ef.message, rs, es.message);
+        assert_int_equal(rf, rs);
+        assert_string_equal(ef.field, es.field);
+        assert_string_equal(ef.message, es.message);
+        if (rf == CN_OK) {
+            assert_int_equal(nf, ns);
+            assert_memory_equal(xf, xs, nf * 4 * sizeof *xf);
+        }
+        free(xf);
+        free(xs);
+        infer_v1_req_free(&f);
+        infer_v1_req_free(&s);
+    }
+    /* The common shapes took the fast path: bodies 0, 1, 4, 5 and the narrow 9 (2 holds a
+     * value just beyond FLT_MAX, 3 an integer of 23 digits: jansson's path reads those). */
+    assert_int_equal(fast_taken, 5);
 }
 
 int main(void)
@@ -896,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_oip_response),
         cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_v1_fast_path_agrees),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

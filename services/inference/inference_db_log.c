@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "err.h"
+#include "inference_codec.h"
 #include "pg.h"
 #include "util.h"
 
@@ -31,12 +32,24 @@
 
 /* --- the prediction log --- */
 
-/* Text of one JSON value for a jsonb parameter (malloc'd), or NULL for SQL NULL. */
-static char *json_text(const json_t *j)
+/* The JSON text of an entry's inputs or predictions for a jsonb parameter (malloc'd), or
+ * NULL for SQL NULL. Written here, on the log's thread, not on the predict path. */
+static char *inputs_text(const struct infer_log_entry *e)
 {
-    if (j == NULL)
+    if (e->x == NULL)
         return NULL;
-    return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    struct cn_buf b = {0};
+    infer_rows_text(&b, e->x, e->nrows, e->ncols);
+    return cn_buf_steal(&b, NULL);
+}
+
+static char *preds_text(const struct infer_log_entry *e)
+{
+    if (e->pred == NULL)
+        return NULL;
+    struct cn_buf b = {0};
+    infer_preds_text(&b, e->pred, e->nrows, e->outputs);
+    return cn_buf_steal(&b, NULL);
 }
 
 int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
@@ -44,7 +57,7 @@ int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, s
     struct cn_buf sql = {0};
     const char **params = NULL;
     char(*nums)[3][24] = NULL; /* at, version, latency of each row, as text */
-    char **json = NULL;        /* inputs, outputs of each row (json_dumps'd) */
+    char **json = NULL;        /* inputs, outputs of each row (JSON text) */
     int rc;
 
     if (n == 0 || n > LOG_MAX_ROWS)
@@ -63,8 +76,8 @@ int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, s
         snprintf(nums[i][0], sizeof nums[i][0], "%" PRId64, e->at_ms);
         snprintf(nums[i][1], sizeof nums[i][1], "%d", e->version);
         snprintf(nums[i][2], sizeof nums[i][2], "%d", e->latency_us);
-        json[2 * i] = json_text(e->inputs);
-        json[2 * i + 1] = json_text(e->outputs);
+        json[2 * i] = inputs_text(e);
+        json[2 * i + 1] = preds_text(e);
         p[0] = e->request_id;
         p[1] = nums[i][0];
         p[2] = e->model;

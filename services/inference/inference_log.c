@@ -97,9 +97,30 @@ void infer_log_entry_free(struct infer_log_entry *e)
 {
     if (e == NULL)
         return;
-    json_decref(e->inputs);
-    json_decref(e->outputs);
+    free(e->x);
+    free(e->pred);
     free(e);
+}
+
+static float *copy_floats(const float *v, size_t n)
+{
+    if (v == NULL)
+        return NULL;
+    float *c = cn_malloc(n ? n * sizeof *c : 1);
+    memcpy(c, v, n * sizeof *c);
+    return c;
+}
+
+void infer_log_entry_set(struct infer_log_entry *e, const float *x, size_t nrows, size_t ncols, const float *pred,
+                         int outputs)
+{
+    free(e->x);
+    free(e->pred);
+    e->nrows = nrows;
+    e->ncols = ncols;
+    e->outputs = outputs;
+    e->x = copy_floats(x, nrows * ncols);
+    e->pred = copy_floats(pred, nrows * (size_t)(outputs > 1 ? outputs : 1));
 }
 
 static void drop(struct infer_log_entry *e, struct cn_series *why)

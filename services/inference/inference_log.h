@@ -10,20 +10,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 struct cn_pg;
 
-/* One logged predict/infer call. Strings are NUL-terminated (push forces the last byte);
- * inputs/outputs are owned by the entry and json_decref'd once written or dropped; NULL
- * is allowed (SQL NULL). at_ms is unix milliseconds; 0 means "now" (set by push). */
+/* One logged predict/infer call. Strings are NUL-terminated (push forces the last byte).
+ * The inputs (nrows x ncols, row-major, NaN = missing) and predictions (nrows x outputs)
+ * are copies owned by the entry (infer_log_entry_set) and freed with it; the writer thread
+ * turns them into JSON text, so the predict path only copies floats. x or pred NULL is SQL
+ * NULL. at_ms is unix milliseconds; 0 means "now" (set by push). */
 struct infer_log_entry {
     char request_id[129];
     char model[64];
     int version;
     char variant[64];
-    json_t *inputs;
-    json_t *outputs;
+    float *x;
+    size_t nrows, ncols;
+    float *pred;
+    int outputs;                /* predictions per row; <= 1 is one number per row */
     int latency_us;
     bool ok;
     char error[256];
@@ -44,7 +46,11 @@ void infer_log_stop(int drain_ms);
 bool infer_log_push(struct infer_log_entry *e);
 /* Returns a zeroed entry (aborts on OOM). */
 struct infer_log_entry *infer_log_entry_new(void);
-/* Frees e and its JSON (for an entry that is not pushed after all). NULL is fine. */
+/* Copies the inputs x (nrows x ncols; NULL = none) and the predictions pred (nrows x
+ * max(outputs, 1); NULL = none) into e. */
+void infer_log_entry_set(struct infer_log_entry *e, const float *x, size_t nrows, size_t ncols, const float *pred,
+                         int outputs);
+/* Frees e and its copies (for an entry that is not pushed after all). NULL is fine. */
 void infer_log_entry_free(struct infer_log_entry *e);
 /* Wakes the writer to write what is queued now, even a partial batch (tests). */
 void infer_log_flush_now(void);

@@ -89,7 +89,7 @@ static void wait_written(int n)
     assert_int_equal(fake_ids(), n);
 }
 
-/* A new entry with a JSON payload, so a leak of either shows under ASan. */
+/* A new entry with inputs and predictions, so a leak of either shows under ASan. */
 static struct infer_log_entry *entry(const char *id)
 {
     struct infer_log_entry *e = infer_log_entry_new();
@@ -98,8 +98,7 @@ static struct infer_log_entry *entry(const char *id)
     snprintf(e->model, sizeof e->model, "m");
     snprintf(e->variant, sizeof e->variant, "a");
     e->version = 1;
-    e->inputs = json_pack("[[f, f]]", 1.5, 2.5);
-    e->outputs = json_pack("[f]", 0.25);
+    infer_log_entry_set(e, (const float[]){1.5f, 2.5f}, 1, 2, (const float[]){0.25f}, 1);
     e->ok = true;
     e->latency_us = 42;
     return e;
@@ -343,8 +342,8 @@ static void rows_reach_postgres(void **state)
     snprintf(e->model, sizeof e->model, "it's \"quoted\"");
     e->ok = false;
     snprintf(e->error, sizeof e->error, "row 0, column 2: not a number");
-    json_decref(e->outputs);
-    e->outputs = NULL;
+    free(e->pred);
+    e->pred = NULL;
     infer_log_push(e);
     /* Invalid UTF-8 is refused by Postgres: only this row is lost. */
     e = entry(rid);

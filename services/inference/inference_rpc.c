@@ -602,7 +602,7 @@ static void infer_set_reference(Cairn__V1__Inference_Service *service, const Cai
     }
     float *x = NULL;
     size_t nrows = 0, nf = (size_t)e->v.meta.num_features;
-    rc = infer_rows_dense(req.instances, "instances", &e->v.meta, &caps, &x, &nrows, &err);
+    rc = infer_v1_rows(&req, &e->v.meta, &caps, &x, &nrows, &err);
     infer_loaded_put(e);
     infer_v1_req_free(&req);
     if (rc != CN_OK) {

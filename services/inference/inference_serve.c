@@ -169,9 +169,7 @@ static void mirror_one(struct mirror_job *j)
         snprintf(le->model, sizeof le->model, "%s", j->model);
         le->version = j->version;
         snprintf(le->variant, sizeof le->variant, "mirror");
-        le->inputs = infer_rows_json(j->x, j->nrows, j->ncols);
-        if (rc == CN_OK)
-            le->outputs = infer_preds_json(pred, j->nrows, outputs);
+        infer_log_entry_set(le, j->x, j->nrows, j->ncols, rc == CN_OK ? pred : NULL, outputs);
         le->latency_us = (int)(cn_mono_us() - t0);
         le->ok = rc == CN_OK;
         if (rc != CN_OK)
@@ -448,8 +446,7 @@ static void bookkeeping(struct cn_call *call, const char *model, const struct se
         snprintf(e->model, sizeof e->model, "%s", model);
         e->version = s->version;
         snprintf(e->variant, sizeof e->variant, "%s", s->variant);
-        e->inputs = infer_rows_json(o->x, o->nrows, o->ncols);
-        e->outputs = infer_preds_json(o->pred, o->nrows, o->outputs);
+        infer_log_entry_set(e, o->x, o->nrows, o->ncols, o->pred, o->outputs);
         e->latency_us = (int)(now - arrived);
         e->ok = true;
         infer_log_push(e);
@@ -556,7 +553,7 @@ void infer_predict(Cairn__V1__Inference_Service *service, const Cairn__V1__Predi
     float *x = NULL, *pred = NULL;
     size_t nrows = 0;
     struct outcome o = {.start_us = start};
-    if (infer_rows_dense(req.instances, "instances", &s.entry->v.meta, &caps, &x, &nrows, &err) != CN_OK) {
+    if (infer_v1_rows(&req, &s.entry->v.meta, &caps, &x, &nrows, &err) != CN_OK) {
         input_error(call, &err);
         done(NULL, cd);
     } else if (!run_booster(call, &s, x, nrows, &pred, &o)) {

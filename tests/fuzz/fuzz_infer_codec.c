@@ -2,7 +2,8 @@
  * parser of predict and Open Inference Protocol bodies.
  *
  * Each input is read as a v1 predict body (then its rows against a model with feature
- * names a, b, c, d and one without names) and as an OIP infer request (against the same
+ * names a, b, c, d and one without names), once with the fast path and once with jansson
+ * only, which must agree (same refusal, or the same floats bit for bit), and as an OIP infer request (against the same
  * named model and a one-feature model named x, where a single input may mean a column).
  * Whatever the input, parsing must not crash, leak or allocate beyond the caps; a refusal
  * must say why; a success must give the promised row count, no infinities (NaN only as
@@ -91,54 +92,85 @@ static void check_outputs(const float *x, size_t n, size_t f, const char *id)
     json_decref(j);
     cn_buf_free(&b);
 
-    j = infer_rows_json(x, n, f);
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        die("log rows do not dump", NULL);
-    j = json_loads(s, 0, &jerr);
+    /* The prediction log's text of the same matrix reads back as n rows. */
+    infer_rows_text(&b, x, n, f);
+    j = json_loadb(b.data, b.len, 0, &jerr);
     if (j == NULL || json_array_size(j) != n)
         die("log rows do not read back", NULL);
     json_decref(j);
-    free(s);
+    cn_buf_free(&b);
 }
 
-static void dense(const struct infer_v1_req *r, const struct infer_meta *meta)
+/* The rows against meta; returns the matrix (caller frees) or NULL, with rc and err. */
+static float *rows(struct infer_v1_req *r, const struct infer_meta *meta, int *rc, size_t *n, struct infer_err *err)
 {
-    struct infer_err err = {{0}, {0}};
     float *x;
-    size_t n;
-    int rc = infer_rows_dense(r->instances, "instances", meta, &caps, &x, &n, &err);
-
-    if (rc != CN_OK) {
-        check_refused(rc, x, &err);
-        return;
+    *rc = infer_v1_rows(r, meta, &caps, &x, n, err);
+    if (*rc != CN_OK) {
+        check_refused(*rc, x, err);
+        return NULL;
     }
-    if (n != r->nrows)
+    if (*n != r->nrows)
         die("dense row count differs from the parse", NULL);
-    check_matrix(x, n, (size_t)meta->num_features);
-    check_outputs(x, n, (size_t)meta->num_features, NULL);
-    free(x);
+    check_matrix(x, *n, (size_t)meta->num_features);
+    check_outputs(x, *n, (size_t)meta->num_features, NULL);
+    return x;
+}
+
+/* The fast path (fast, parsed with infer_v1_fast) and jansson's (slow) must agree on the
+ * rows against meta: the same refusal word for word, or the same floats bit for bit. */
+static void same_rows(struct infer_v1_req *fast, struct infer_v1_req *slow, const struct infer_meta *meta)
+{
+    struct infer_err ef = {{0}, {0}}, es = {{0}, {0}};
+    int rf, rs;
+    size_t nf = 0, ns = 0;
+    float *xf = rows(fast, meta, &rf, &nf, &ef), *xs = rows(slow, meta, &rs, &ns, &es);
+
+    if (rf != rs || nf != ns)
+        die("fast and jansson paths disagree on the rows", rf ? &ef : &es);
+    if (rf != CN_OK && (strcmp(ef.field, es.field) != 0 || strcmp(ef.message, es.message) != 0))
+        die("fast and jansson paths word a refusal differently", &ef);
+    if (rf == CN_OK && memcmp(xf, xs, nf * (size_t)meta->num_features * sizeof *xf) != 0)
+        die("fast and jansson paths read different floats", NULL);
+    free(xf);
+    free(xs);
 }
 
 static void v1(const uint8_t *data, size_t size)
 {
-    struct infer_v1_req r;
-    struct infer_err err = {{0}, {0}};
+    struct infer_v1_req r, slow, slow2;
+    struct infer_err err = {{0}, {0}}, serr = {{0}, {0}};
     char key[8];
     int rc = infer_v1_parse(data, size, &caps, &r, &err);
 
+    infer_v1_fast = false;
+    int src = infer_v1_parse(data, size, &caps, &slow, &serr);
+    (void)infer_v1_parse(data, size, &caps, &slow2, &serr);
+    infer_v1_fast = true;
+    if (rc != src)
+        die("fast and jansson paths disagree on the parse", rc ? &err : &serr);
     if (rc != CN_OK) {
         check_refused(rc, r.root, &err);
+        if (strcmp(err.field, serr.field) != 0 || strcmp(err.message, serr.message) != 0)
+            die("a refusal differs between the paths", &err);
         return;
     }
     if (r.nrows == 0 || r.nrows > caps.max_rows || (r.version != 0 && r.alias[0] != '\0'))
         die("v1 parse broke its promises", NULL);
+    if (r.version != slow.version || strcmp(r.alias, slow.alias) != 0 || r.nrows != slow.nrows)
+        die("fast and jansson paths read version, alias or the row count differently", NULL);
     if (infer_v1_field_text(&r, "a", key, sizeof key) == CN_OK && strlen(key) >= sizeof key)
         die("field text overflowed", NULL);
-    dense(&r, &named4);
-    dense(&r, &anon4);
+    /* Each infer_v1_rows may take the fast path's matrix: a fresh parse for the second. */
+    struct infer_v1_req r2;
+    if (infer_v1_parse(data, size, &caps, &r2, &err) != CN_OK)
+        die("a second parse of the same body failed", &err);
+    same_rows(&r, &slow, &named4);
+    same_rows(&r2, &slow2, &anon4);
     infer_v1_req_free(&r);
+    infer_v1_req_free(&r2);
+    infer_v1_req_free(&slow);
+    infer_v1_req_free(&slow2);
 }
 
 static void oip(const uint8_t *data, size_t size, const struct infer_meta *meta)
