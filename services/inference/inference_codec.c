@@ -42,6 +42,12 @@
 
 /* ------------------------------------------------------------------ helpers */
 
+/* The powers of ten a double holds exactly: m * or / one of them, m < 2^53, is one
+ * correctly rounded operation (the fast parser and fmt_float9 rely on it). */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+
 static int refuse(struct infer_err *err, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -403,8 +409,6 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 /* One JSON number (the grammar jansson's lexer takes) as jansson would convert it. */
 static bool scan_number(struct scan *s, bool *real, int64_t *ival, double *dval)
 {
-    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     const char *p = s->p, *end = s->end, *start = p;
     bool neg = false;
     uint64_t m = 0;
@@ -474,7 +478,7 @@ static bool scan_number(struct scan *s, bool *real, int64_t *ival, double *dval)
         *dval = neg ? -0.0 : 0.0;
     } else if (m <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
         /* Both operands are exact doubles: one IEEE operation rounds correctly. */
-        double d = e10 < 0 ? (double)m / p10[-e10] : (double)m * p10[e10];
+        double d = e10 < 0 ? (double)m / pow10_exact[-e10] : (double)m * pow10_exact[e10];
         *dval = neg ? -d : d;
     } else {
         char tmp[64];
@@ -786,6 +790,76 @@ int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *ou
     }
 }
 
+/* Writes f (finite) as "%.9g" would, to out (at least 32 bytes); returns the length.
+ * printf's exact binary-to-decimal conversion is most of the cost of a response or a log
+ * row, so the nine digits come from one multiplication instead: m = round(|f| * 10^k),
+ * which is %.9g's digits unless |f| * 10^k lies within a hair of a half. Near a half, if m
+ * does not read back as f (m / 10^k is exact, as in the fast parser), and outside
+ * 10^-22 .. 10^22, printf writes it: the text is always exactly %.9g's. */
+static size_t fmt_float9(char *out, float f)
+{
+    double a = fabs((double)f);
+    if (a == 0)
+        return (size_t)snprintf(out, 32, "%.9g", (double)f);
+    int e = (int)floor(log10(a));
+    int k = 8 - e;
+    if (k < -22 || k > 22 || k - 1 < -22)
+        return (size_t)snprintf(out, 32, "%.9g", (double)f);
+    double sc = k >= 0 ? a * pow10_exact[k] : a / pow10_exact[-k];
+    double r = nearbyint(sc);
+    if (r >= 1e9) { /* log10 said one digit too few, or rounding carried */
+        e++;
+        k--;
+        sc = k >= 0 ? a * pow10_exact[k] : a / pow10_exact[-k];
+        r = nearbyint(sc);
+    }
+    /* sc is within 6e-8 of the exact product: near a half, only printf knows which way
+     * %.9g rounds. */
+    if (r < 1e8 || fabs(fabs(sc - r) - 0.5) < 1e-6)
+        return (size_t)snprintf(out, 32, "%.9g", (double)f);
+    uint64_t m = (uint64_t)r;
+    double back = k >= 0 ? (double)m / pow10_exact[k] : (double)m * pow10_exact[-k];
+    if ((float)back != (float)a || m < 100000000u || m > 999999999u)
+        return (size_t)snprintf(out, 32, "%.9g", (double)f);
+
+    char d[9];
+    for (int i = 8; i >= 0; i--, m /= 10)
+        d[i] = (char)('0' + m % 10);
+    int nd = 9;
+    while (nd > 1 && d[nd - 1] == '0') /* %g drops trailing zeros */
+        nd--;
+    size_t n = 0;
+    if (f < 0)
+        out[n++] = '-';
+    if (e < -4 || e >= 9) {
+        out[n++] = d[0];
+        if (nd > 1) {
+            out[n++] = '.';
+            memcpy(out + n, d + 1, (size_t)nd - 1);
+            n += (size_t)nd - 1;
+        }
+        n += (size_t)snprintf(out + n, 8, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+    } else if (e >= 0) {
+        int ip = e + 1; /* digits before the point */
+        memcpy(out + n, d, (size_t)ip);
+        n += (size_t)ip;
+        if (nd > ip) {
+            out[n++] = '.';
+            memcpy(out + n, d + ip, (size_t)(nd - ip));
+            n += (size_t)(nd - ip);
+        }
+    } else {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int z = 0; z < -e - 1; z++)
+            out[n++] = '0';
+        memcpy(out + n, d, (size_t)nd);
+        n += (size_t)nd;
+    }
+    out[n] = '\0';
+    return n;
+}
+
 /* Appends v so that it reads back as the same float; null when it is not finite (JSON
  * has no NaN). Written in place: this runs once per prediction value. */
 static void put_float(struct cn_buf *b, float v)
@@ -795,8 +869,7 @@ static void put_float(struct cn_buf *b, float v)
         return;
     }
     cn_buf_reserve(b, 32);
-    int n = snprintf(b->data + b->len, b->cap - b->len, "%.9g", (double)v);
-    b->len += (size_t)n;
+    b->len += fmt_float9(b->data + b->len, v);
 }
 
 /* One number per row, or a list of `outputs` per row (flat = false); always flat when

@@ -951,6 +951,41 @@ static void test_v1_fast_path_agrees(void **state)
     assert_int_equal(fast_taken, 5);
 }
 
+/* fmt_float9 writes exactly what printf's %.9g writes: edges and 300 000 pseudo-random
+ * floats, half of them random bit patterns, half decimals such as clients send. */
+static void test_float_text_is_printf(void **state)
+{
+    (void)state;
+    static const float edges[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 0.5f, 1e-5f, 9.99999e-5f, 1e-4f, 1e-22f,
+                                  1e22f, 999999999.0f, 1e9f, 123456789.0f, 3.0e-39f, FLT_MIN, FLT_MAX,
+                                  -FLT_MAX, 4.50017505e-05f, 16777216.0f, 0.30000001f};
+    char got[64], want[64];
+    uint32_t x = 20261206;
+
+    for (size_t i = 0; i < CN_ARRAY_LEN(edges) + 300000; i++) {
+        float f;
+        if (i < CN_ARRAY_LEN(edges)) {
+            f = edges[i];
+        } else {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if (i % 2)
+                f = (float)((x % 2000000) / 10000.0 - 100.0);
+            else
+                memcpy(&f, &x, sizeof f);
+            if (!isfinite(f))
+                continue;
+        }
+        size_t n = fmt_float9(got, f);
+        snprintf(want, sizeof want, "%.9g", (double)f);
+        if (strcmp(got, want) != 0)
+            print_error("%a: got %s, printf %s\n", (double)f, got, want);
+        assert_string_equal(got, want);
+        assert_int_equal(n, strlen(want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -969,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_v1_fast_path_agrees),
+        cmocka_unit_test(test_float_text_is_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
