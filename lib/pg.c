@@ -208,26 +208,20 @@ int cn_pg_exec(struct cn_pg *pg, const char *sql, int nparams, const char *const
     return cn_pg_exec_bin(pg, sql, nparams, params, NULL, NULL, out);
 }
 
+static int call_start(struct cn_pg *pg);
+static int call_failed(struct cn_pg *pg, PGresult *res);
+
 int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
                    const int *lengths, const int *formats, PGresult **out)
 {
     PGresult *res;
     ExecStatusType st;
-    const char *state;
     int rc;
 
     if (out != NULL)
         *out = NULL;
-    pg->reached = false;
-    if (pg->conn != NULL && went_away(pg->conn)) {
-        PQfinish(pg->conn);
-        pg->conn = NULL;
-        pg->next_try_ms = 0;
-    }
-    rc = ensure_conn(pg);
-    if (rc != CN_OK)
+    if ((rc = call_start(pg)) != CN_OK)
         return rc;
-    clear_error(pg);
 
     res = PQexecParams(pg->conn, sql, nparams, NULL, params, lengths, formats, 0);
     st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -239,8 +233,61 @@ int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *c
             PQclear(res);
         return CN_OK;
     }
+    return call_failed(pg, res);
+}
 
-    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t len)
+{
+    PGresult *res;
+    int rc;
+
+    if ((rc = call_start(pg)) != CN_OK)
+        return rc;
+    res = PQexec(pg->conn, sql);
+    if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
+        return call_failed(pg, res);
+    PQclear(res);
+    /* In pieces: PQputCopyData takes an int length. A failed send shows in the result. */
+    bool sent = true;
+    for (size_t off = 0; sent && off < len; off += 1u << 20) {
+        size_t n = len - off < (1u << 20) ? len - off : (1u << 20);
+        sent = PQputCopyData(pg->conn, data + off, (int)n) == 1;
+    }
+    PQputCopyEnd(pg->conn, sent ? NULL : "the client could not send the rows");
+    res = PQgetResult(pg->conn);
+    PGresult *more;
+    while ((more = PQgetResult(pg->conn)) != NULL)
+        PQclear(more);
+    if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+        PQclear(res);
+        pg->reached = true;
+        return CN_OK;
+    }
+    return call_failed(pg, res);
+}
+
+/* Before a call: a connection that went away is dropped, one is made (or CN_EUNAVAIL
+ * during the backoff), and the last error cleared. */
+static int call_start(struct cn_pg *pg)
+{
+    pg->reached = false;
+    if (pg->conn != NULL && went_away(pg->conn)) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+        pg->next_try_ms = 0;
+    }
+    int rc = ensure_conn(pg);
+    if (rc != CN_OK)
+        return rc;
+    clear_error(pg);
+    return CN_OK;
+}
+
+/* A call that did not succeed (res may be NULL): records why, takes res, and answers
+ * CN_EUNAVAIL when the server is gone or going (the connection is dropped), else CN_EDB. */
+static int call_failed(struct cn_pg *pg, PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     /* The primary message only: DETAIL lines can quote row values. */
     if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
         set_error(pg, state, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));

@@ -30,6 +30,10 @@ int cn_pg_exec(struct cn_pg *pg, const char *sql, int nparams, const char *const
 /* cn_pg_exec with some parameters binary (formats[i] = 1, lengths[i] bytes; e.g. bytea). */
 int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *const *params,
                    const int *lengths, const int *formats, PGresult **out);
+/* Runs sql, a COPY ... FROM STDIN, with len bytes of data in its format (e.g. text: one
+ * line a row, tab-separated, \N for NULL). Returns 0, CN_EUNAVAIL or CN_EDB as cn_pg_exec
+ * (a row the server refuses fails the whole COPY). */
+int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t len);
 /* Convenience: BEGIN / COMMIT / ROLLBACK. */
 int cn_pg_begin(struct cn_pg *pg);
 int cn_pg_commit(struct cn_pg *pg);

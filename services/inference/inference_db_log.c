@@ -1,11 +1,11 @@
 /* inference_db_log.c — all SQL of the prediction log and of the live drift counts
  * (tables inference.predictions and inference.drift_counts, migrations/001_init.sql).
  *
- *   infer_db_log_insert   one multi-row INSERT per batch of logged predictions
+ *   infer_db_log_insert   one COPY per batch of logged predictions
  *   infer_db_drift_add    one upsert per (model, version) and flush, adding element-wise
  *   infer_db_drift_sum    a window of minutes summed per feature, for the drift report
  *
- * Every statement is parameterised; the SQL text carries only placeholders, never data.
+ * Every statement is parameterised or a COPY: the SQL text never carries data.
  * drift_counts keeps a pseudo-feature -1 per (model, version, minute) whose single count
  * is the number of rows observed, so the report can say how many rows it covers even
  * when features are missing in some of them. To change the schema of these tables,
@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -27,82 +28,66 @@
 #include "pg.h"
 #include "util.h"
 
-#define LOG_COLS 10       /* parameters per predictions row */
-#define LOG_MAX_ROWS 1000 /* 10 000 parameters: far below libpq's 65 535 */
+#define LOG_MAX_ROWS 1000 /* the writer's largest batch */
 
 /* --- the prediction log --- */
 
-/* The JSON text of an entry's inputs or predictions for a jsonb parameter (malloc'd), or
- * NULL for SQL NULL. Written here, on the log's thread, not on the predict path. */
-static char *inputs_text(const struct infer_log_entry *e)
+/* Appends s to the COPY text with its backslash, tab, newline and CR escaped. */
+static void copy_str(struct cn_buf *b, const char *s)
 {
-    if (e->x == NULL)
-        return NULL;
-    struct cn_buf b = {0};
-    infer_rows_text(&b, e->x, e->nrows, e->ncols);
-    return cn_buf_steal(&b, NULL);
+    for (const char *p = s; *p; p++) {
+        switch (*p) {
+        case '\\': cn_buf_append(b, "\\\\", 2); break;
+        case '\t': cn_buf_append(b, "\\t", 2); break;
+        case '\n': cn_buf_append(b, "\\n", 2); break;
+        case '\r': cn_buf_append(b, "\\r", 2); break;
+        default: cn_buf_putc(b, *p);
+        }
+    }
 }
 
-static char *preds_text(const struct infer_log_entry *e)
-{
-    if (e->pred == NULL)
-        return NULL;
-    struct cn_buf b = {0};
-    infer_preds_text(&b, e->pred, e->nrows, e->outputs);
-    return cn_buf_steal(&b, NULL);
-}
-
+/* One COPY line per entry: parsing and planning a multi-row INSERT with ten parameters a
+ * row cost the database more than the rows themselves; COPY's text format is the
+ * cheapest way in. The JSON text is written here, on the log's thread. */
 int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
 {
-    struct cn_buf sql = {0};
-    const char **params = NULL;
-    char(*nums)[3][24] = NULL; /* at, version, latency of each row, as text */
-    char **json = NULL;        /* inputs, outputs of each row (JSON text) */
+    struct cn_buf b = {0};
     int rc;
 
     if (n == 0 || n > LOG_MAX_ROWS)
         return CN_EINVAL;
-    params = cn_calloc(n * LOG_COLS, sizeof *params);
-    nums = cn_calloc(n, sizeof *nums);
-    json = cn_calloc(n * 2, sizeof *json);
-
-    cn_buf_puts(&sql, "INSERT INTO inference.predictions(request_id, at, model, version, variant, "
-                      "inputs, outputs, latency_us, status, error) VALUES ");
     for (size_t i = 0; i < n; i++) {
         const struct infer_log_entry *e = rows[i];
-        const char **p = params + i * LOG_COLS;
-        size_t b = i * LOG_COLS;
+        time_t sec = (time_t)(e->at_ms / 1000);
+        struct tm tm;
+        char at[48];
 
-        snprintf(nums[i][0], sizeof nums[i][0], "%" PRId64, e->at_ms);
-        snprintf(nums[i][1], sizeof nums[i][1], "%d", e->version);
-        snprintf(nums[i][2], sizeof nums[i][2], "%d", e->latency_us);
-        json[2 * i] = inputs_text(e);
-        json[2 * i + 1] = preds_text(e);
-        p[0] = e->request_id;
-        p[1] = nums[i][0];
-        p[2] = e->model;
-        p[3] = nums[i][1];
-        p[4] = e->variant;
-        p[5] = json[2 * i];
-        p[6] = json[2 * i + 1];
-        p[7] = nums[i][2];
-        p[8] = e->ok ? "ok" : "error";
-        p[9] = e->error;
-        /* Milliseconds over 1000.0 is numeric division: exact to the millisecond. */
-        cn_buf_printf(&sql,
-                      "%s($%zu, to_timestamp($%zu::bigint / 1000.0), $%zu, $%zu::int, $%zu, "
-                      "$%zu::jsonb, $%zu::jsonb, $%zu::int, $%zu, $%zu)",
-                      i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9,
-                      b + 10);
+        gmtime_r(&sec, &tm);
+        strftime(at, sizeof at, "%Y-%m-%d %H:%M:%S", &tm);
+        copy_str(&b, e->request_id);
+        cn_buf_printf(&b, "\t%s.%03d+00\t", at, (int)(e->at_ms % 1000));
+        copy_str(&b, e->model);
+        cn_buf_printf(&b, "\t%d\t", e->version);
+        copy_str(&b, e->variant);
+        cn_buf_putc(&b, '\t');
+        if (e->x != NULL)
+            infer_rows_text(&b, e->x, e->nrows, e->ncols); /* JSON numbers: nothing to escape */
+        else
+            cn_buf_puts(&b, "\\N");
+        cn_buf_putc(&b, '\t');
+        if (e->pred != NULL)
+            infer_preds_text(&b, e->pred, e->nrows, e->outputs);
+        else
+            cn_buf_puts(&b, "\\N");
+        cn_buf_printf(&b, "\t%d\t%s\t", e->latency_us, e->ok ? "ok" : "error");
+        copy_str(&b, e->error);
+        cn_buf_putc(&b, '\n');
     }
-    rc = cn_pg_exec(pg, sql.data, (int)(n * LOG_COLS), params, NULL);
-
-    for (size_t i = 0; i < n * 2; i++)
-        free(json[i]);
-    free(json);
-    free(nums);
-    free(params);
-    cn_buf_free(&sql);
+    rc = cn_pg_copy_in(pg,
+                       "COPY inference.predictions(request_id, at, model, version, variant, inputs, outputs, "
+                       "latency_us, status, error) FROM STDIN",
+                       b.data, b.len);
+    cn_buf_free(&b);
     return rc;
 }
 

@@ -1,6 +1,6 @@
 /* inference_log.c — the prediction log: every logged predict/infer call goes through a
  * bounded in-memory queue to one writer thread, which owns its own Postgres connection
- * and inserts in batches (inference_db_log.c, one multi-row INSERT per batch).
+ * and inserts in batches (inference_db_log.c, one COPY per batch).
  *
  * API (inference_log.h): infer_log_start / infer_log_stop around the service's life,
  * infer_log_entry_new + infer_log_push on the predict path, infer_log_flush_now for tests.

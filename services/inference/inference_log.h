@@ -57,7 +57,7 @@ void infer_log_flush_now(void);
 
 /* --- SQL (inference_db_log.c) --- */
 
-/* Inserts n entries (1 .. 1000) into inference.predictions with one statement. Returns 0,
+/* Inserts n entries (1 .. 1000) into inference.predictions with one COPY. Returns 0,
  * CN_EUNAVAIL (database unreachable: retry later) or CN_EDB (the statement was refused,
  * e.g. a string that is not valid UTF-8: retrying the same rows will not help). */
 int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n);
