@@ -4,6 +4,7 @@
  *   cairn-gateway --help     list the settings
  *   cairn-gateway --routes   print the route table as JSON (docs/openapi.yaml is checked
  *                            against it)
+ *   cairn-gateway --check-config FILE   validate a policy file as start-up and SIGHUP do
  * Start-up fails (exit 2) on an invalid setting, an invalid policy file
  * (CAIRN_GATEWAY_CONFIG, config.h; the message says FILE:LINE: key: what is wrong) or a
  * route that does not fit the service descriptors. SIGHUP re-reads the policy file.

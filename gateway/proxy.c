@@ -7,7 +7,9 @@
  *
  * A request goes through these steps, each calling the next or answering:
  *   gw_proxy_on_req   request id, probes, route match
- *   authenticate      credentials -> principal (may wait for auth to resolve an API key)
+ *   authenticate      credentials -> principal (may wait for auth to resolve an API key);
+ *                     refused credentials, and an API key before it is resolved, first go
+ *                     through the anonymous rate limits (rate_limit_then)
  *   step_rate_limit   the config's rate-limit policies (ratelimit.c; may wait for Redis)
  *   proceed           body and parameters decoded into the RPC's input, packed
  *   step_fault        fault injection when the config enables it (fault.c; may delay)
@@ -60,6 +62,7 @@ struct reqstate {
     int refuse_status;
     const char *refuse_challenge, *refuse_detail;
     void (*after_limit)(struct reqstate *st);  /* what a rate-limit decision that lets it go on runs */
+    const char *held_policy, *held_limit;      /* headers of a quiet check (rate_limit_then) */
     unsigned revoke_epoch;           /* gw_apikeys_epoch() when the resolve was sent */
     struct gw_upcall *upcall;
     int64_t start_us, upstream_start_us, upstream_us;
@@ -735,7 +738,9 @@ static void on_key_resolved(struct gw_upcall *c)
     }
     if (res->code == CAIRN__V1__CODE__UNAUTHENTICATED) {
         cn_series_add(cn_metric_series(m_refused, (const char *[]){"refused_api_key"}), 1);
-        /* Counted against the anonymous limits before the lookup: answer at once. */
+        /* Counted against the anonymous limits before the lookup: answer at once, with
+         * that check's headers (held back in case the key was good). */
+        gw_ratelimit_set_headers(st->req, st->held_policy, st->held_limit);
         st->refuse_status = 401;
         st->refuse_challenge = "Bearer error=\"invalid_token\"";
         st->refuse_detail = "invalid API key";
@@ -1055,6 +1060,7 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
             if (gw_ready(why, sizeof why)) {
                 respond(st, 200, "application/json", H2O_STRLIT("{\"status\":\"ready\"}"));
             } else {
+                add_retry_after(req, 1000); /* like every other 503 (the OpenAPI promise) */
                 respond_problem(st, 503, why, NULL, 0);
             }
             return 0;
@@ -1094,9 +1100,13 @@ int gw_proxy_on_req(h2o_handler_t *self, h2o_req_t *req)
 static void on_rate_limited(void *data, const struct gw_rl_result *res)
 {
     struct reqstate *st = data;
-    if (res->outcome)
+    /* Two decisions (an API key's anonymous pre-check, then its owner's): the log keeps
+     * the later one unless the earlier was more than "allowed". */
+    if (res->outcome && (st->ratelimit == NULL || strcmp(st->ratelimit, "allowed") == 0))
         st->ratelimit = res->outcome;
     st->ratelimit_us += res->waited_us;
+    st->held_policy = res->policy_header;
+    st->held_limit = res->limit_header;
     if (res->status) {
         add_retry_after(st->req, (uint32_t)(res->retry_after_ms > 0 ? res->retry_after_ms : 1));
         respond_problem(st, res->status, res->detail, NULL, 0);
@@ -1121,6 +1131,9 @@ static void rate_limit_then(struct reqstate *st, bool anonymous, void (*then)(st
         .subject = who ? st->principal.sub : "",
         .role = who ? st->principal.role : "",
         .key_id = who ? st->principal.key_id : "",
+        /* The anonymous check before an API key is resolved: a key that turns out valid
+         * is checked again as its owner, whose headers are the ones that count. */
+        .quiet = anonymous && then == resolve_key,
     };
     st->after_limit = then;
     gw_ratelimit_check(st->req, c, st->route_index, &caller, st->request_id, on_rate_limited, st);

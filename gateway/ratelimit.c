@@ -108,6 +108,7 @@ struct pending {
     void *data;
     struct gw_redis_ticket *ticket;
     bool sent_whole;            /* NOSCRIPT once: the script was sent with EVAL */
+    bool quiet;                 /* the caller's quiet: headers only on a refusal */
     int64_t start_us;
 };
 
@@ -349,10 +350,24 @@ static void fallback(struct pending *pd)
 
 /* ---- the answer ---- */
 
-static void add_header(h2o_req_t *req, const char *name, size_t namelen, struct cn_buf *b)
+/* Sets the header, or with held (a quiet check that admitted) keeps its value there. */
+static void add_header(h2o_req_t *req, const char *name, size_t namelen, struct cn_buf *b, const char **held)
 {
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, namelen, 0, NULL,
-                          h2o_strdup(&req->pool, b->data, b->len).base, b->len);
+    char *v = h2o_strdup(&req->pool, b->data, b->len).base;
+    if (held)
+        *held = v;
+    else
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name, namelen, 0, NULL, v, b->len);
+}
+
+void gw_ratelimit_set_headers(h2o_req_t *req, const char *policy_header, const char *limit_header)
+{
+    if (policy_header)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("ratelimit-policy"), 0, NULL, policy_header,
+                              strlen(policy_header));
+    if (limit_header)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("ratelimit"), 0, NULL, limit_header,
+                              strlen(limit_header));
 }
 
 /* Counts, logs, sets the headers and hands the decision to the caller. */
@@ -383,15 +398,16 @@ static void finish(struct pending *pd)
             shown = v;
         }
     }
+    bool hold = pd->quiet && refuser == NULL;
     if (b.len)
-        add_header(req, H2O_STRLIT("ratelimit-policy"), &b);
+        add_header(req, H2O_STRLIT("ratelimit-policy"), &b, hold ? &res.policy_header : NULL);
     if (refuser && refuser->known)
         shown = refuser;
     if (shown) {
         cn_buf_reset(&b);
         cn_buf_printf(&b, "\"%s\";r=%lld;t=%lld", shown->p->name, (long long)shown->remaining,
                       (long long)((shown->reset_ms + 999) / 1000));
-        add_header(req, H2O_STRLIT("ratelimit"), &b);
+        add_header(req, H2O_STRLIT("ratelimit"), &b, hold ? &res.limit_header : NULL);
     }
     cn_buf_free(&b);
     for (int i = 0; i < NOUTCOMES; i++) {
@@ -634,6 +650,7 @@ void gw_ratelimit_check(h2o_req_t *req, const struct gw_config *c, size_t route_
     pd->request_id = request_id;
     pd->done = done;
     pd->data = data;
+    pd->quiet = caller->quiet;
     pd->v = h2o_mem_alloc_pool(&req->pool, n * sizeof *pd->v);
     memset(pd->v, 0, n * sizeof *pd->v);
     char ip[INET6_ADDRSTRLEN] = "";

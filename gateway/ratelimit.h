@@ -18,7 +18,8 @@
  * Shadow policies are computed, counted and logged but never refuse.
  *
  * Which policies apply: the route's group is in the policy's groups (or groups is "*");
- * the caller's tiers meet its tiers (anonymous: no credentials, or a public route; user
+ * the caller's tiers meet its tiers (anonymous: no credentials, a public route, refused
+ * credentials, or an API key before auth has resolved it (proxy.c); user
  * or admin by the caller's role; a caller with an API key is `key` as well as its owner's
  * role tier); the caller's key id is in key_ids (when set); and the caller has the
  * policy's bucket key (`user` needs a caller, `key` an API key). A policy that applies
@@ -56,6 +57,9 @@ struct gw_rl_caller {
     const char *subject;        /* "" when anonymous */
     const char *role;           /* "" when anonymous */
     const char *key_id;         /* "" unless an API key was used */
+    bool quiet;                 /* no RateLimit headers unless refused, but handed back in
+                                 * the result: a pre-check whose admitted request may be
+                                 * checked again as its caller */
 };
 
 struct gw_rl_result {
@@ -64,7 +68,14 @@ struct gw_rl_result {
     const char *detail;         /* with status: says which policy and when to come back (req->pool) */
     const char *outcome;        /* for the access log (static); NULL = no policy applied */
     int64_t waited_us;          /* time spent waiting for Redis */
+    /* With caller->quiet and no refusal: the RateLimit-Policy and RateLimit values that
+     * were not set (req->pool; NULL = none), for the caller to set if the request ends
+     * without a second check (gw_ratelimit_set_headers). */
+    const char *policy_header, *limit_header;
 };
+
+/* Sets the headers a quiet check held back (res->policy_header, res->limit_header). */
+void gw_ratelimit_set_headers(h2o_req_t *req, const char *policy_header, const char *limit_header);
 
 /* Called once with the decision (result borrowed for the call). */
 typedef void (*gw_rl_done)(void *data, const struct gw_rl_result *res);

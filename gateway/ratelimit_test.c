@@ -40,11 +40,11 @@ static void test_selection(void **state)
                                 "  - {name: keys, tiers: [key], key: key, limit: 10}\n"
                                 "  - {name: vip, tiers: [key], key: key, limit: 99, key_ids: [K1], replaces: keys}\n"
                                 "  - {name: everyone, key: user, limit: 10}\n");
-    struct gw_rl_caller anon = {false, "", "", ""};
-    struct gw_rl_caller user = {true, "u1", "user", ""};
-    struct gw_rl_caller admin = {true, "a1", "admin", ""};
-    struct gw_rl_caller key = {true, "u1", "user", "K2"};
-    struct gw_rl_caller vip = {true, "u1", "user", "K1"};
+    struct gw_rl_caller anon = {false, "", "", "", false};
+    struct gw_rl_caller user = {true, "u1", "user", "", false};
+    struct gw_rl_caller admin = {true, "a1", "admin", "", false};
+    struct gw_rl_caller key = {true, "u1", "user", "K2", false};
+    struct gw_rl_caller vip = {true, "u1", "user", "K1", false};
     assert_int_equal(caller_tiers(&anon), GW_TIER_ANONYMOUS);
     assert_int_equal(caller_tiers(&user), GW_TIER_USER);
     assert_int_equal(caller_tiers(&admin), GW_TIER_ADMIN);

@@ -253,11 +253,24 @@ int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t le
         size_t n = len - off < (1u << 20) ? len - off : (1u << 20);
         sent = PQputCopyData(pg->conn, data + off, (int)n) == 1;
     }
-    PQputCopyEnd(pg->conn, sent ? NULL : "the client could not send the rows");
+    /* A send or end that fails leaves the connection mid-COPY: it cannot be used again. */
+    if (!sent || PQputCopyEnd(pg->conn, NULL) != 1) {
+        set_error(pg, NULL, PQerrorMessage(pg->conn));
+        drop(pg);
+        return CN_EUNAVAIL;
+    }
     res = PQgetResult(pg->conn);
     PGresult *more;
-    while ((more = PQgetResult(pg->conn)) != NULL)
+    while ((more = PQgetResult(pg->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(more);
         PQclear(more);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(res);
+            set_error(pg, NULL, "the server stayed in COPY");
+            drop(pg);
+            return CN_EUNAVAIL;
+        }
+    }
     if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
         PQclear(res);
         pg->reached = true;

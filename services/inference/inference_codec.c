@@ -795,7 +795,8 @@ int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *ou
  * row, so the nine digits come from one multiplication instead: m = round(|f| * 10^k),
  * which is %.9g's digits unless |f| * 10^k lies within a hair of a half. Near a half, if m
  * does not read back as f (m / 10^k is exact, as in the fast parser), and outside
- * 10^-22 .. 10^22, printf writes it: the text is always exactly %.9g's. */
+ * about 10^-14 .. 10^30 (where 10^k is exact), printf writes it: the text is always
+ * exactly %.9g's. */
 static size_t fmt_float9(char *out, float f)
 {
     double a = fabs((double)f);

@@ -8,7 +8,7 @@ import subprocess
 import requests
 
 from cairn import (PASSWORD, SANE_REQUEST_ID, assert_problem, metric_sum, raw_http,
-                   unique_email)
+                   unique_email, wait_until)
 
 
 def test_healthz_and_readyz_on_main_port(api):
@@ -16,6 +16,18 @@ def test_healthz_and_readyz_on_main_port(api):
         r = api.get(path)
         assert r.status_code == 200, (path, r.text)
         assert SANE_REQUEST_ID.match(r.headers["X-Request-Id"])
+
+
+def test_readyz_without_auth_is_503_with_retry_after(new_cluster):
+    c = new_cluster()
+    c.auth.stop()
+    url = c.url + "/readyz"
+    wait_until(lambda: requests.get(url, timeout=2).status_code == 503, timeout=15,
+               what="the gateway to report not ready")
+    r = requests.get(url, timeout=2)
+    assert_problem(r, 503)
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "auth" in r.json()["detail"]
 
 
 def test_every_response_has_a_request_id(api):

@@ -260,10 +260,17 @@ rate_limits:
     key: ip
     limit: 3
     window_s: 3600
+  - name: {name}-user
+    groups: [me]
+    tiers: [user, key]
+    key: user
+    limit: 1000
+    window_s: 60
 """)
     c = new_cluster(gateway_env={"CAIRN_GATEWAY_CONFIG": path})
     api = c.api()
     user = api.new_user()
+    secret = api.new_key(user.access)["secret"]
     resolves = lambda: metric_sum(c.auth.metrics(), "cairn_rpc_calls_total", method="ResolveApiKey")
 
     def me(addr, **kw):
@@ -293,6 +300,13 @@ rate_limits:
     # A valid token is its user's request, not the address's anonymous one.
     r, _ = me(addr, token=user.access)
     assert r.status_code == 200, r.text
+    assert r.headers["RateLimit-Policy"] == f'"{name}-user";q=1000;w=60', r.headers
+    # A real key not resolved yet passes the anonymous check of a fresh address quietly:
+    # its headers are its owner's only.
+    r, _ = me("198.51.100.9", key=secret)
+    assert r.status_code == 200, r.text
+    assert r.headers["RateLimit-Policy"] == f'"{name}-user";q=1000;w=60', r.headers
+    assert r.headers["RateLimit"].startswith(f'"{name}-user";'), r.headers
     # Another client behind the same proxy has its own bucket, and the access log and the
     # service see that client's address.
     r, rid = me("198.51.100.8", token="not-a-jwt")
