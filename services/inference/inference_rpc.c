@@ -65,7 +65,7 @@ const struct cn_conf_def infer_conf_defs[] = {
     CN_CONF(struct infer_conf, log_queue, "CAIRN_PREDICTION_LOG_QUEUE", CN_CONF_INT, "100000", 1, 10000000,
             "prediction log entries waiting to be written before new ones are dropped"),
     CN_CONF(struct infer_conf, log_batch, "CAIRN_PREDICTION_LOG_BATCH", CN_CONF_INT, "500", 1, 1000,
-            "prediction log rows per INSERT"),
+            "prediction log rows per COPY"),
     CN_CONF(struct infer_conf, log_flush_ms, "CAIRN_PREDICTION_LOG_FLUSH_MS", CN_CONF_INT, "1000", 1, 600000,
             "longest a logged prediction waits for its batch"),
     CN_CONF(struct infer_conf, drift_window_s, "CAIRN_DRIFT_WINDOW_S", CN_CONF_INT, "3600", 60, 31536000,
