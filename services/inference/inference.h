@@ -48,7 +48,7 @@ struct infer_conf {
     int64_t max_reference_rows;   /* CAIRN_REFERENCE_MAX_ROWS */
     int64_t refresh_ms;           /* CAIRN_INFERENCE_REFRESH_MS: routing poll period */
     int64_t log_queue;            /* CAIRN_PREDICTION_LOG_QUEUE: entries before dropping */
-    int64_t log_batch;            /* CAIRN_PREDICTION_LOG_BATCH: rows per INSERT */
+    int64_t log_batch;            /* CAIRN_PREDICTION_LOG_BATCH: rows per COPY */
     int64_t log_flush_ms;         /* CAIRN_PREDICTION_LOG_FLUSH_MS */
     int64_t drift_window_s;       /* CAIRN_DRIFT_WINDOW_S: default window of GetDrift/gauge */
     int64_t drift_flush_s;        /* CAIRN_DRIFT_FLUSH_S */
