@@ -69,10 +69,14 @@ static void test_users(void **state)
     gw_apikeys_store(&k, &p, gw_apikeys_epoch());
     int64_t before = cn_wall_s() - 5;
     assert_false(gw_user_revoked("u2", before));
+    /* The revocation is stamped with the wall second it happens in, at or after t0 (a
+     * second may tick between the two reads: compare with the bounds, never "now"). */
+    int64_t t0 = cn_wall_s();
     gw_apikeys_revoke_user("u2");
+    int64_t t1 = cn_wall_s();
     assert_true(gw_user_revoked("u2", before));
-    assert_true(gw_user_revoked("u2", cn_wall_s()));        /* same second: refused */
-    assert_false(gw_user_revoked("u2", cn_wall_s() + 2));   /* signed in again later */
+    assert_true(gw_user_revoked("u2", t0));                 /* issued before or in that second: refused */
+    assert_false(gw_user_revoked("u2", t1 + 1));            /* signed in again later */
     assert_false(gw_user_revoked("u3", before));
     assert_false(gw_apikeys_lookup(&k, &got));               /* the user's keys went too */
     gw_apikeys_revoke_user("u2");                            /* again: no second entry */
