@@ -424,19 +424,48 @@ struct outcome {
     int64_t start_us, compute_us;
 };
 
+/* The queue, compute and total series of (model, version, variant), from a small
+ * per-thread cache: each cn_metric_series takes the registry's one lock, and three a call
+ * had the workers queueing on it. Series are never freed, so a cached pointer stays
+ * valid; a name too long for the slot just misses every time. */
+struct stage_series {
+    char model[64];
+    int version;
+    char variant[64];
+    struct cn_series *s[3];
+};
+static __thread struct stage_series stage_cache[16];
+
+static struct cn_series *const *stage_series(const char *model, int version, const char *variant)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)version;
+    for (const char *p = model; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = variant; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    struct stage_series *e = &stage_cache[h % 16];
+    if (e->s[0] == NULL || e->version != version || strcmp(e->model, model) != 0 || strcmp(e->variant, variant) != 0) {
+        static const char *const stages[3] = {"queue", "compute", "total"};
+        char v[16];
+        snprintf(v, sizeof v, "%d", version);
+        for (int i = 0; i < 3; i++)
+            e->s[i] = cn_metric_series(m_predict, (const char *[]){model, v, variant, stages[i]});
+        snprintf(e->model, sizeof e->model, "%s", model);
+        snprintf(e->variant, sizeof e->variant, "%s", variant);
+        e->version = version;
+    }
+    return e->s;
+}
+
 /* Metrics, the sampled log entry, drift counts and the mirror's copy of one answered call. */
 static void bookkeeping(struct cn_call *call, const char *model, const struct served *s, const struct outcome *o)
 {
-    char v[16];
-    snprintf(v, sizeof v, "%d", s->version);
     int64_t now = cn_mono_us();
     int64_t arrived = call->received_us ? call->received_us : o->start_us;
-    cn_series_observe(cn_metric_series(m_predict, (const char *[]){model, v, s->variant, "queue"}),
-                      (double)(o->start_us - arrived) / 1e6);
-    cn_series_observe(cn_metric_series(m_predict, (const char *[]){model, v, s->variant, "compute"}),
-                      (double)o->compute_us / 1e6);
-    cn_series_observe(cn_metric_series(m_predict, (const char *[]){model, v, s->variant, "total"}),
-                      (double)(now - arrived) / 1e6);
+    struct cn_series *const *st = stage_series(model, s->version, s->variant);
+    cn_series_observe(st[0], (double)(o->start_us - arrived) / 1e6);
+    cn_series_observe(st[1], (double)o->compute_us / 1e6);
+    cn_series_observe(st[2], (double)(now - arrived) / 1e6);
 
     const struct infer_route *r = s->route;
     bool logged = r->log_sample_rate >= 1.0 || (r->log_sample_rate > 0 && infer_random_unit() < r->log_sample_rate);
