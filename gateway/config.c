@@ -573,6 +573,21 @@ out:
     return rv;
 }
 
+/* A section's field hi must be at least its field lo (both already read): the error is
+ * on hi when it was given, else on lo. */
+static int at_least(struct ctx *x, const char *section, const struct int_field *f, yaml_node_t **v, int lo, int hi)
+{
+    int64_t a = *(const int64_t *)((const char *)x->c + f[lo].off);
+    int64_t b = *(const int64_t *)((const char *)x->c + f[hi].off);
+    if (b >= a)
+        return 0;
+    char path[128];
+    int at = v[hi] ? hi : lo;
+    join(path, sizeof path, section, f[at].key);
+    return bad(x, v[at], path, "%s (%lld) must be at least %s (%lld)", f[hi].key, (long long)b, f[lo].key,
+               (long long)a);
+}
+
 static int parse_retries(struct ctx *x, yaml_node_t *n)
 {
     static const struct int_field f[] = {
@@ -582,15 +597,10 @@ static int parse_retries(struct ctx *x, yaml_node_t *n)
         FIELD("budget_percent", 0, 100, retry_budget_percent),
         FIELD("budget_min_per_s", 0, 100000, retry_budget_min_per_s),
     };
-    struct gw_config *c = x->c;
     yaml_node_t *v[5];
     if (parse_int_section(x, n, "retries", f, 5, v) != 0)
         return -1;
-    if (c->retry_cap_ms < c->retry_base_ms)
-        return bad(x, v[2] ? v[2] : v[1], v[2] ? "retries.cap_ms" : "retries.base_ms",
-                   "cap_ms (%lld) must be at least base_ms (%lld)", (long long)c->retry_cap_ms,
-                   (long long)c->retry_base_ms);
-    return 0;
+    return at_least(x, "retries", f, v, 1, 2);
 }
 
 static int parse_outlier(struct ctx *x, yaml_node_t *n)
@@ -601,15 +611,10 @@ static int parse_outlier(struct ctx *x, yaml_node_t *n)
         FIELD("max_ejection_s", 1, 86400, outlier_max_s),
         FIELD("max_ejected_percent", 0, 100, outlier_max_percent),
     };
-    struct gw_config *c = x->c;
     yaml_node_t *v[4];
     if (parse_int_section(x, n, "outlier", f, 4, v) != 0)
         return -1;
-    if (c->outlier_max_s < c->outlier_base_s)
-        return bad(x, v[2] ? v[2] : v[1], v[2] ? "outlier.max_ejection_s" : "outlier.base_ejection_s",
-                   "max_ejection_s (%lld) must be at least base_ejection_s (%lld)", (long long)c->outlier_max_s,
-                   (long long)c->outlier_base_s);
-    return 0;
+    return at_least(x, "outlier", f, v, 1, 2);
 }
 
 static int parse_shedding(struct ctx *x, yaml_node_t *n)

@@ -406,6 +406,20 @@ static bool scan_lit(struct scan *s, const char *w, size_t n)
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+/* After a value in a list or an object: 1 at a comma (another value follows), 0 at the
+ * closing character (taken), -1 at anything else. */
+static int scan_after(struct scan *s, char close)
+{
+    scan_ws(s);
+    if (scan_lit(s, ",", 1))
+        return 1;
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 0;
+    }
+    return -1;
+}
+
 /* One JSON number (the grammar jansson's lexer takes) as jansson would convert it. */
 static bool scan_number(struct scan *s, bool *real, int64_t *ival, double *dval)
 {
@@ -549,24 +563,22 @@ static bool scan_instances(struct scan *s, const struct infer_caps *caps, struct
             if (!scan_cell(s, &x[n * (w ? w : 0) + j]))
                 goto fail;
             j++;
-            scan_ws(s);
-            if (scan_lit(s, ",", 1))
-                continue;
-            if (scan_lit(s, "]", 1))
+            int more = scan_after(s, ']');
+            if (more < 0)
+                goto fail;
+            if (more == 0)
                 break;
-            goto fail;
         }
         if (n == 0)
             w = j;
         else if (j != w)
             goto fail;
         n++;
-        scan_ws(s);
-        if (scan_lit(s, ",", 1))
-            continue;
-        if (scan_lit(s, "]", 1))
+        int more = scan_after(s, ']');
+        if (more < 0)
+            goto fail;
+        if (more == 0)
             break;
-        goto fail;
     }
     r->x = x;
     r->nrows = n;
@@ -638,12 +650,11 @@ static bool v1_parse_fast(const void *body, size_t len, const struct infer_caps 
             memcpy(out->alias, a, (size_t)(s.p - 1 - a));
             out->alias[s.p - 1 - a] = '\0';
         }
-        scan_ws(&s);
-        if (scan_lit(&s, ",", 1))
-            continue;
-        if (scan_lit(&s, "}", 1))
+        int more = scan_after(&s, '}');
+        if (more < 0)
+            goto fail;
+        if (more == 0)
             break;
-        goto fail;
     }
     scan_ws(&s);
     if (s.p != s.end || !seen[0] || (out->version != 0 && out->alias[0] != '\0'))
