@@ -77,20 +77,8 @@ void gw_fault_from_rules(const struct gw_config *c, int group, double roll_delay
     }
 }
 
-/* A roll in [0, 100) from this thread's xorshift64* generator (seeded once from
- * cn_random_bytes): percentages need no cryptographic randomness, and the loop threads
- * must not share state. */
-static double roll(void)
-{
-    static __thread uint64_t s;
-    while (s == 0)
-        cn_random_bytes(&s, sizeof s);
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    uint64_t v = s * 0x2545F4914F6CDD1DULL;
-    return (double)(v >> 11) / (double)(1ULL << 53) * 100.0;
-}
+/* A roll in [0, 100): percentages need no cryptographic randomness. */
+static double roll(void) { return cn_fast_unit() * 100.0; }
 
 int gw_fault_decide(const struct gw_config *c, int group, const char *hdr_delay, size_t hdr_delay_len,
                     const char *hdr_abort, size_t hdr_abort_len, struct gw_fault *out, const char **bad)

@@ -91,20 +91,6 @@ static void metrics_init(void)
                               "Time of one upstream attempt, by service and instance", "service,instance", NULL, 0);
 }
 
-/* A per-thread xorshift for the choice: cheap, and good enough to spread load. */
-static uint64_t next_random(void)
-{
-    static __thread uint64_t x;
-    if (x == 0) {
-        cn_random_bytes(&x, sizeof x);
-        x |= 1;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return x;
-}
-
 /* ---- outlier bookkeeping (pure) ---- */
 
 int64_t gw_outlier_fail(struct gw_outlier *o, int64_t now_ms, const struct gw_outlier_conf *c, bool may_eject)
@@ -604,7 +590,7 @@ static struct gw_endpoint *pick(struct gw_upstream *u, const struct gw_pick *p, 
         unsigned load = now - atomic_load(&ep->load_at_ms) < LOAD_FRESH_MS ? atomic_load(&ep->load) : 0;
         score[i] = (unsigned)atomic_load(&ep->inflight) + load;
     }
-    return cand[gw_p2c(score, n, next_random())];
+    return cand[gw_p2c(score, n, cn_fast_random())];
 }
 
 static void on_aio(void *arg)

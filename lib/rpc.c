@@ -152,18 +152,6 @@ void cn_rpc_faults_get(struct cn_rpc_faults *out)
     pthread_mutex_unlock(&faults_mu);
 }
 
-/* A roll in [0, 100) from this thread's xorshift64* (seeded from cn_random_bytes). */
-static double fault_roll(void)
-{
-    static __thread uint64_t x;
-    while (x == 0)
-        cn_random_bytes(&x, sizeof x);
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / (double)(1ULL << 53) * 100.0;
-}
-
 /* Applies the process's faults to call c before its handler: may sleep (up to the
  * deadline) and may fail c. Returns 1 when c is answered (not to be handled), else 0. */
 static int apply_faults(struct cn_call *c, bool *unprocessed)
@@ -179,7 +167,7 @@ static int apply_faults(struct cn_call *c, bool *unprocessed)
         if (i == f.nmethods)
             return 0;
     }
-    if (f.delay_ms > 0 && fault_roll() < f.delay_percent) {
+    if (f.delay_ms > 0 && cn_fast_unit() * 100.0 < f.delay_percent) {
         cn_series_add(cn_metric_series(m_faults, (const char *[]){c->method->name, "delay"}), 1);
         int64_t ms = f.delay_ms, left = cn_call_time_left(c);
         if (left < ms)
@@ -190,7 +178,7 @@ static int apply_faults(struct cn_call *c, bool *unprocessed)
             return 1;
         }
     }
-    if (f.abort_code != CAIRN__V1__CODE__OK && fault_roll() < f.abort_percent) {
+    if (f.abort_code != CAIRN__V1__CODE__OK && cn_fast_unit() * 100.0 < f.abort_percent) {
         cn_series_add(cn_metric_series(m_faults, (const char *[]){c->method->name, "abort"}), 1);
         cn_call_fail(c, f.abort_code, "fault injected");
         *unprocessed = f.abort_code == CAIRN__V1__CODE__UNAVAILABLE ||

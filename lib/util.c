@@ -75,6 +75,19 @@ void cn_random_bytes(void *buf, size_t n)
     }
 }
 
+uint64_t cn_fast_random(void)
+{
+    static __thread uint64_t s;
+    while (s == 0)
+        cn_random_bytes(&s, sizeof s);
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1DULL;
+}
+
+double cn_fast_unit(void) { return (double)(cn_fast_random() >> 11) * 0x1.0p-53; }
+
 void cn_hex(const void *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

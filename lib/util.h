@@ -25,6 +25,11 @@ int64_t cn_wall_s(void);
 
 /* Fills buf with n cryptographically random bytes (OpenSSL RAND_bytes); aborts on failure. */
 void cn_random_bytes(void *buf, size_t n);
+/* Fast pseudo-random numbers for dice, sampling and spreading load, never for secrets:
+ * this thread's xorshift64*, seeded once from cn_random_bytes (threads share nothing). */
+uint64_t cn_fast_random(void);
+/* A double in [0, 1) from cn_fast_random. */
+double cn_fast_unit(void);
 /* Writes 2n lowercase hex characters plus a NUL into out (size >= 2n+1). */
 void cn_hex(const void *in, size_t n, char *out);
 /* A fresh random request id: 32 hex characters + NUL into out[33]. */

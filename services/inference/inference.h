@@ -201,7 +201,6 @@ bool infer_route_has_version(const struct infer_route *r, int version);
 int64_t infer_route_ref_gen(const struct infer_route *r, int version);
 /* The version for a call without an explicit one, and its variant name (static storage of r). */
 int infer_route_choose(const struct infer_route *r, const char *sticky, const char **variant);
-double infer_random_unit(void);
 int infer_route_start(const char *dsn, int refresh_ms);
 void infer_route_stop(void);
 

@@ -286,7 +286,7 @@ int infer_route_choose(const struct infer_route *r, const char *sticky, const ch
             h ^= h >> 33;
             u = (double)(h >> 11) * 0x1.0p-53;
         } else {
-            u = infer_random_unit();
+            u = cn_fast_unit();
         }
         double x = u * r->total;
         for (size_t i = 0; i < r->ncand; i++) {
@@ -299,19 +299,6 @@ int infer_route_choose(const struct infer_route *r, const char *sticky, const ch
     *variant = "default";
     int v = infer_route_alias(r, "production");
     return v ? v : infer_route_latest(r);
-}
-
-double infer_random_unit(void)
-{
-    static _Thread_local uint64_t s;
-    if (s == 0) {
-        cn_random_bytes(&s, sizeof s);
-        s |= 1;
-    }
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) * 0x1.0p-53;
 }
 
 /* ------------------------------------------------------------------ experiments as JSON */

@@ -468,7 +468,7 @@ static void bookkeeping(struct cn_call *call, const char *model, const struct se
     cn_series_observe(st[2], (double)(now - arrived) / 1e6);
 
     const struct infer_route *r = s->route;
-    bool logged = r->log_sample_rate >= 1.0 || (r->log_sample_rate > 0 && infer_random_unit() < r->log_sample_rate);
+    bool logged = r->log_sample_rate >= 1.0 || (r->log_sample_rate > 0 && cn_fast_unit() < r->log_sample_rate);
     if (logged) {
         struct infer_log_entry *e = infer_log_entry_new();
         snprintf(e->request_id, sizeof e->request_id, "%s", cn_call_request_id(call));
@@ -495,7 +495,7 @@ static void bookkeeping(struct cn_call *call, const char *model, const struct se
     }
 
     if (r->mirror_version > 0 && r->mirror_percent > 0 &&
-        (r->mirror_percent >= 100 || infer_random_unit() * 100.0 < r->mirror_percent))
+        (r->mirror_percent >= 100 || cn_fast_unit() * 100.0 < r->mirror_percent))
         mirror_push(model, r->mirror_version, o->x, o->nrows, o->ncols, cn_call_request_id(call), logged);
 }
 
