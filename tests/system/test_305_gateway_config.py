@@ -51,6 +51,22 @@ def test_invalid_file_refused_at_start(tmp_path, log_dir):
     assert f"{tmp_path}/missing.yaml: cannot read: No such file or directory" in r.stderr
 
 
+def test_check_config_command(tmp_path, log_dir):
+    """--check-config validates a file as start-up would, starting nothing."""
+    gw = cairn.Gateway("config-check-cmd", ["tcp://127.0.0.1:1"], log_dir)
+    for text, line, key, msg in BAD:
+        path = write_config(tmp_path, text)
+        r = gw.command("--check-config", path, timeout=20)
+        assert r.returncode == 1, (text, r.returncode, r.stderr)
+        assert f"{path}:{line}: {key}: {msg}" in r.stderr, r.stderr
+    good = write_config(tmp_path, "rate_limits:\n  - {name: a, limit: 5}\n")
+    r = gw.command("--check-config", good, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{good}: ok (") and "1 rate-limit policies" in r.stdout, r.stdout
+    r = gw.command("--check-config", timeout=20)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
 def test_help_lists_the_settings(log_dir):
     r = cairn.Gateway("config-help", ["tcp://127.0.0.1:1"], log_dir).command("--help")
     assert r.returncode == 0

@@ -6,8 +6,9 @@ or drop their connections on cue.
     error (the calls it held are retried on the other replica);
   - a POST that may have run is never retried; one that provably did not reach a handler
     is (the fake's unprocessed UNAVAILABLE), and so is one with an Idempotency-Key;
-  - X-Request-Timeout-Ms shortens the route's timeout, a malformed one is a 400 naming the
-    header, and a 504 says which budget ran out, in about that time;
+  - X-Request-Timeout-Ms shortens the route's timeout (an API key's lookup in auth
+    included), a malformed one is a 400 naming the header, and a 504 says which budget
+    ran out, in about that time;
   - discovery: an address listed before its replica runs gets traffic once it comes up,
     and a replica stopped gracefully stops getting traffic without a client error.
 """
@@ -190,6 +191,24 @@ def test_deadline_client_header(cluster):
     # Larger than the route's: the route's applies, and the request is served.
     r = api.get("/v1/auth/me", headers={**cairn.bearer(u.access), "X-Request-Timeout-Ms": "600000"})
     assert r.status_code == 200, r.text
+
+
+def test_deadline_bounds_the_api_key_lookup(new_cluster):
+    """An API key the gateway has not resolved yet is looked up within the request's
+    deadline, not the default upstream timeout: a slow auth gives a 504 in about the
+    client's budget, naming it."""
+    c = new_cluster()
+    c.auth.set_faults(delay_ms=3000, delay_percent=100, methods=["ResolveApiKey"])
+    try:
+        t0 = time.monotonic()
+        r = requests.get(c.url + "/v1/auth/me", timeout=10,
+                         headers={"X-API-Key": cairn.api_key(), "X-Request-Timeout-Ms": "300"})
+        took = time.monotonic() - t0
+        body = assert_problem(r, 504)
+        assert "X-Request-Timeout-Ms of 300 ms" in body["detail"], body
+        assert took < 1.5, took
+    finally:
+        c.auth.set_faults()
 
 
 def test_deadline_slow_service(fake_inference):
