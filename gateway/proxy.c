@@ -679,7 +679,12 @@ static void principal_to_proto(struct reqstate *st, Cairn__V1__Principal *pr)
     }
 }
 
-static void rate_limit_then(struct reqstate *st, bool anonymous, void (*then)(struct reqstate *));
+/* Whom a rate-limit decision counts the request as: its caller; an anonymous caller (the
+ * credentials were refused: the answer carries the headers); or an anonymous caller
+ * before an API key is resolved, quietly (a good key is checked again as its owner, whose
+ * headers are the ones to show). */
+enum rl_as { RL_CALLER, RL_ANONYMOUS, RL_ANONYMOUS_QUIET };
+static void rate_limit_then(struct reqstate *st, enum rl_as as, void (*then)(struct reqstate *));
 
 static void send_refusal(struct reqstate *st)
 {
@@ -698,7 +703,7 @@ static void refuse_credentials(struct reqstate *st, int status, const char *chal
     st->refuse_status = status;
     st->refuse_challenge = challenge;
     st->refuse_detail = h2o_strdup(&st->req->pool, detail, SIZE_MAX).base;
-    rate_limit_then(st, true, send_refusal);
+    rate_limit_then(st, RL_ANONYMOUS, send_refusal);
 }
 
 static void respond_unauthenticated(struct reqstate *st, const char *challenge, const char *detail)
@@ -840,7 +845,7 @@ static void authenticate(struct reqstate *st)
         /* Not seen lately: one anonymous request's worth of the address's limits pays for
          * the lookup, so unknown keys cannot make auth work for free. */
         st->cred = cred;
-        rate_limit_then(st, true, resolve_key);
+        rate_limit_then(st, RL_ANONYMOUS_QUIET, resolve_key);
         return;
     case GW_CRED_JWT:
         break;
@@ -1117,29 +1122,27 @@ static void on_rate_limited(void *data, const struct gw_rl_result *res)
 
 /* Rate limits: the request's policies decide (ratelimit.c), then `then` runs. The
  * decision may wait for Redis; a request disposed meanwhile is forgotten by ratelimit.c.
- * anonymous: count it as an anonymous caller's (credentials not vouched for yet). */
-static void rate_limit_then(struct reqstate *st, bool anonymous, void (*then)(struct reqstate *))
+ * as: whom it counts the request as (enum rl_as). */
+static void rate_limit_then(struct reqstate *st, enum rl_as as, void (*then)(struct reqstate *))
 {
     const struct gw_config *c = st->cfg;
     if (c == NULL || c->npolicies == 0) {
         then(st);
         return;
     }
-    bool who = st->authenticated && !anonymous;
+    bool who = st->authenticated && as == RL_CALLER;
     struct gw_rl_caller caller = {
         .authenticated = who,
         .subject = who ? st->principal.sub : "",
         .role = who ? st->principal.role : "",
         .key_id = who ? st->principal.key_id : "",
-        /* The anonymous check before an API key is resolved: a key that turns out valid
-         * is checked again as its owner, whose headers are the ones that count. */
-        .quiet = anonymous && then == resolve_key,
+        .quiet = as == RL_ANONYMOUS_QUIET,
     };
     st->after_limit = then;
     gw_ratelimit_check(st->req, c, st->route_index, &caller, st->request_id, on_rate_limited, st);
 }
 
-static void step_rate_limit(struct reqstate *st) { rate_limit_then(st, false, proceed); }
+static void step_rate_limit(struct reqstate *st) { rate_limit_then(st, RL_CALLER, proceed); }
 
 /* Decodes the body and parameters into the RPC's input (st->packed), then step_fault. */
 static void proceed(struct reqstate *st)
