@@ -205,7 +205,10 @@ def test_deadline_bounds_the_api_key_lookup(new_cluster):
                          headers={"X-API-Key": cairn.api_key(), "X-Request-Timeout-Ms": "300"})
         took = time.monotonic() - t0
         body = assert_problem(r, 504)
-        assert "X-Request-Timeout-Ms of 300 ms" in body["detail"], body
+        # Whichever notices first answers: the gateway's timer (naming the client's
+        # budget) or auth, which got the time left and ends its delay there.
+        assert ("X-Request-Timeout-Ms of 300 ms" in body["detail"]
+                or body["detail"] == "deadline exceeded during an injected delay"), body
         assert took < 1.5, took
     finally:
         c.auth.set_faults()
