@@ -10,6 +10,16 @@
  * an intake, runs the call, and starts the reply send on the intake's aio; the send
  * completion re-arms the receive.
  *
+ * Inline calls: a call of a method the service lists in `inline_methods`, no larger than
+ * `inline_max`, runs on the nng thread that received it when a worker slot is free and
+ * nothing is queued, instead of being handed to a worker thread. On a VM each hand-off
+ * between threads costs a wake-up of ~10 µs and more in latency; a single-row predict
+ * measured 8.7 context switches per call handed off and 5.3 run inline. The handler
+ * still gets a worker's state (a "slot": its arena, its Postgres handle), so the
+ * number of calls running at once stays `workers`. nng has few threads for all of its
+ * I/O (two per core), so at most one per core runs a call inline, and never while a
+ * fault is set (an injected delay would sleep nng's thread).
+ *
  * To add a per-call behaviour (e.g. tracing), touch handle_call(); to add a server
  * metric, register it in metrics_init().
  */
@@ -21,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -48,12 +59,19 @@ struct intake {
     struct intake *next;    /* queue link */
 };
 
-struct worker {
-    struct cn_rpc_server *srv;
+/* What a running call borrows: a worker's state and arena. Slot i is made and finished
+ * by worker thread i, but while free it may be lent to any thread that runs a call. */
+struct slot {
     int index;
-    pthread_t thread;
     void *state;
     struct cn_arena *arena;
+    struct slot *next_free;
+};
+
+struct worker {
+    struct cn_rpc_server *srv;
+    pthread_t thread;
+    struct slot slot;
 };
 
 struct cn_rpc_server {
@@ -62,6 +80,8 @@ struct cn_rpc_server {
     struct intake *intakes;
     int nintake;
     struct worker *workers;
+    struct slot *free_slots;  /* under mtx */
+    int inline_running, inline_cap;
     pthread_mutex_t mtx;
     pthread_cond_t work_cv;   /* queue non-empty or exiting */
     pthread_cond_t idle_cv;   /* a call finished (for drain) */
@@ -395,6 +415,43 @@ static void intake_reply(struct intake *in, nng_msg *reply)
     nng_ctx_send(in->ctx, in->aio);
 }
 
+/* The method of a packed Call without unpacking it: protobuf-c writes fields in number
+ * order, so `method` (field 1, length-delimited: tag 0x0a) comes first when set. false
+ * when it is not there; the call then simply takes the queue. */
+static bool peek_method(const uint8_t *p, size_t n, const char **name, size_t *len)
+{
+    if (n < 2 || p[0] != 0x0a)
+        return false;
+    size_t l = 0, i = 1;
+    for (unsigned shift = 0; i < n && shift < 35; i++, shift += 7) {
+        l |= (size_t)(p[i] & 0x7f) << shift;
+        if (!(p[i] & 0x80))
+            break;
+    }
+    if (i >= n || (p[i] & 0x80) || l > n - i - 1)
+        return false;
+    *name = (const char *)p + i + 1;
+    *len = l;
+    return true;
+}
+
+static void run_call(struct cn_rpc_server *s, struct slot *w, struct intake *in, bool inlined);
+
+/* Whether msg may run on the receiving thread (see the top of this file). */
+static bool runs_inline(const struct cn_rpc_server *s, nng_msg *msg)
+{
+    const char *name;
+    size_t len;
+    if (s->opts.inline_methods == NULL || nng_msg_len(msg) > s->opts.inline_max ||
+        atomic_load_explicit(&faults_on, memory_order_relaxed) ||
+        !peek_method(nng_msg_body(msg), nng_msg_len(msg), &name, &len))
+        return false;
+    for (const char *const *m = s->opts.inline_methods; *m; m++)
+        if (strlen(*m) == len && memcmp(*m, name, len) == 0)
+            return true;
+    return false;
+}
+
 static void on_intake(void *arg)
 {
     struct intake *in = arg;
@@ -437,6 +494,17 @@ static void on_intake(void *arg)
     in->msg = msg;
     in->recv_us = cn_mono_us();
     in->recv_ms = in->recv_us / 1000;
+    if (s->qhead == NULL && s->free_slots && s->inline_running < s->inline_cap && runs_inline(s, msg)) {
+        struct slot *w = s->free_slots;
+        s->free_slots = w->next_free;
+        s->running++;
+        s->inline_running++;
+        atomic_fetch_add(&s->load, 1);
+        cn_series_add(s->inflight, 1);
+        pthread_mutex_unlock(&s->mtx);
+        run_call(s, w, in, true);
+        return;
+    }
     in->state = INTAKE_QUEUED;
     in->next = NULL;
     if (s->qtail)
@@ -487,10 +555,9 @@ static void on_reply(const ProtobufCMessage *msg, void *data)
     c->reply.len = n;
 }
 
-/* Runs one received request; returns the reply message. */
-static nng_msg *handle_call(struct worker *w, struct intake *in)
+/* Runs one received request with slot w; returns the reply message. */
+static nng_msg *handle_call(struct cn_rpc_server *s, struct slot *w, struct intake *in)
 {
-    struct cn_rpc_server *s = w->srv;
     const ProtobufCServiceDescriptor *sd = s->opts.service->descriptor;
     ProtobufCAllocator alloc;
     cn_arena_reset(w->arena);
@@ -566,20 +633,53 @@ static nng_msg *handle_call(struct worker *w, struct intake *in)
     return pack_msg(&r.base);
 }
 
-static void *worker_main(void *arg)
+/* Runs the received call of intake in with slot w and starts its reply; then gives the
+ * slot back and wakes whoever waits for it. Called unlocked. */
+static void run_call(struct cn_rpc_server *s, struct slot *w, struct intake *in, bool inlined)
 {
-    struct worker *w = arg;
-    struct cn_rpc_server *s = w->srv;
-
-    w->arena = cn_arena_new(64 * 1024);
-    if (s->opts.worker_init)
-        w->state = s->opts.worker_init(w->index, s->opts.arg);
+    nng_msg *reply = handle_call(s, w, in);
+    nng_msg_free(in->msg);
+    in->msg = NULL;
+    intake_reply(in, reply);
+    /* Keep the arena from holding on to one huge call's memory. */
+    if (cn_arena_used(w->arena) > (4u << 20)) {
+        cn_arena_free(w->arena);
+        w->arena = cn_arena_new(64 * 1024);
+    }
 
     pthread_mutex_lock(&s->mtx);
+    w->next_free = s->free_slots;
+    s->free_slots = w;
+    s->running--;
+    if (inlined)
+        s->inline_running--;
+    atomic_fetch_sub(&s->load, 1);
+    cn_series_add(s->inflight, -1);
+    if (s->qhead)
+        pthread_cond_signal(&s->work_cv);
+    pthread_cond_broadcast(&s->idle_cv);
+    pthread_mutex_unlock(&s->mtx);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct cn_rpc_server *s = wk->srv;
+    struct slot *own = &wk->slot;
+
+    own->arena = cn_arena_new(64 * 1024);
+    if (s->opts.worker_init)
+        own->state = s->opts.worker_init(own->index, s->opts.arg);
+
+    pthread_mutex_lock(&s->mtx);
+    own->next_free = s->free_slots;
+    s->free_slots = own;
+    if (s->qhead)
+        pthread_cond_signal(&s->work_cv);
     for (;;) {
-        while (s->qhead == NULL && !s->exiting)
+        while ((s->qhead == NULL || s->free_slots == NULL) && !s->exiting)
             pthread_cond_wait(&s->work_cv, &s->mtx);
-        if (s->qhead == NULL && s->exiting)
+        if (s->exiting && (s->qhead == NULL || s->free_slots == NULL))
             break;
         struct intake *in = s->qhead;
         s->qhead = in->next;
@@ -587,29 +687,20 @@ static void *worker_main(void *arg)
             s->qtail = NULL;
         s->qlen--;
         s->running++;
+        struct slot *w = s->free_slots;
+        s->free_slots = w->next_free;
         pthread_mutex_unlock(&s->mtx);
 
-        nng_msg *reply = handle_call(w, in);
-        nng_msg_free(in->msg);
-        in->msg = NULL;
-        intake_reply(in, reply);
-        /* Keep the arena from holding on to one huge call's memory. */
-        if (cn_arena_used(w->arena) > (4u << 20)) {
-            cn_arena_free(w->arena);
-            w->arena = cn_arena_new(64 * 1024);
-        }
+        run_call(s, w, in, false);
 
         pthread_mutex_lock(&s->mtx);
-        s->running--;
-        atomic_fetch_sub(&s->load, 1);
-        cn_series_add(s->inflight, -1);
-        pthread_cond_broadcast(&s->idle_cv);
     }
     pthread_mutex_unlock(&s->mtx);
 
+    /* Every call has ended (stop drains first), so this worker's own slot is free. */
     if (s->opts.worker_fini)
-        s->opts.worker_fini(w->state, s->opts.arg);
-    cn_arena_free(w->arena);
+        s->opts.worker_fini(own->state, s->opts.arg);
+    cn_arena_free(own->arena);
     return NULL;
 }
 
@@ -666,8 +757,16 @@ int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_o
         return CN_EINVAL;
     pthread_once(&metrics_once, metrics_init);
 
+    for (const char *const *m = opts->inline_methods; m && *m; m++)
+        if (protobuf_c_service_descriptor_get_method_by_name(opts->service->descriptor, *m) == NULL)
+            return CN_EINVAL;
+
     struct cn_rpc_server *s = cn_calloc(1, sizeof *s);
     s->opts = *opts;
+    if (s->opts.inline_max == 0)
+        s->opts.inline_max = CN_RPC_INLINE_MAX_DEFAULT;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->inline_cap = cores > 0 ? (int)cores : 1;
     pthread_mutex_init(&s->mtx, NULL);
     pthread_cond_init(&s->work_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
@@ -713,7 +812,7 @@ int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_o
     s->workers = cn_calloc((size_t)opts->workers, sizeof *s->workers);
     for (int i = 0; i < opts->workers; i++) {
         s->workers[i].srv = s;
-        s->workers[i].index = i;
+        s->workers[i].slot.index = i;
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             abort();
     }

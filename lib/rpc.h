@@ -99,7 +99,15 @@ struct cn_rpc_server_opts {
     void (*worker_fini)(void *worker, void *arg);
     void *arg;
     const char *name;                /* for metrics labels and logs, e.g. "auth" */
+    /* Methods (NULL-terminated names, each must exist) whose calls of at most inline_max
+     * bytes (0 = CN_RPC_INLINE_MAX_DEFAULT) run on the nng thread that received them when
+     * a worker is free, saving two thread hand-offs. Only for short CPU-bound handlers:
+     * one that waits (on a database, another service) holds up nng's I/O meanwhile. */
+    const char *const *inline_methods;
+    size_t inline_max;
 };
+
+#define CN_RPC_INLINE_MAX_DEFAULT (64u * 1024)
 
 /* Starts listening and the workers. Returns 0 or a CN_E* (address in use, bad address). */
 int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_opts *opts);

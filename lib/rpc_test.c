@@ -1,7 +1,8 @@
 /* rpc_test.c — the RPC server and blocking client over inproc:// with a test service
  * (tests/proto/cairn/test/echo.proto): round trip, principal passing, field errors,
  * unknown method, malformed envelope and body, deadline expiry before start, load
- * shedding when the queue is full, a handler that forgets to reply, and drain on stop. */
+ * shedding when the queue is full, a handler that forgets to reply, drain on stop, and
+ * inline methods (run on nng's receiving thread, still bounded by the worker slots). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,11 +13,17 @@
 
 #include "cairn/test/echo.pb-c.h"
 
+/* Where the last Say ran: its thread and the worker state it was given. */
+static pthread_t say_thread;
+static void *say_state;
+
 static void echo_say(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRequest *in,
                      Cairn__Test__SayReply_Closure done, void *cd)
 {
     (void)svc;
     struct cn_call *call = cd;
+    say_thread = pthread_self();
+    say_state = call->worker;
     Cairn__Test__SayReply r = CAIRN__TEST__SAY_REPLY__INIT;
     r.text = cn_arena_printf(call->arena, "echo:%s", in->text);
     const Cairn__V1__Principal *p = cn_call_principal(call);
@@ -340,6 +347,126 @@ static void test_faults(void **state)
     assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
 }
 
+static bool on_worker_thread(const struct cn_rpc_server *s, pthread_t t)
+{
+    for (int i = 0; i < s->opts.workers; i++)
+        if (pthread_equal(s->workers[i].thread, t))
+            return true;
+    return false;
+}
+
+/* Says text on c; returns the milliseconds it took. */
+static int64_t say(struct cn_rpc_client *c, const char *text)
+{
+    Cairn__Test__SayRequest req = CAIRN__TEST__SAY_REQUEST__INIT;
+    req.text = (char *)text;
+    Cairn__V1__Result *res;
+    ProtobufCMessage *resp;
+    int64_t t0 = cn_mono_ms();
+    assert_int_equal(cn_rpc_client_call(c, "Say", NULL, &req.base, &cairn__test__say_reply__descriptor, 2000,
+                                        &res, &resp), CN_OK);
+    assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+    Cairn__Test__SayReply *r = (Cairn__Test__SayReply *)resp;
+    assert_true(r->worker >= 0 && r->worker < 2);
+    /* the state worker_init made for the slot the call was given */
+    assert_ptr_equal(say_state, (void *)(intptr_t)(r->worker + 1));
+    cairn__v1__result__free_unpacked(res, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return cn_mono_ms() - t0;
+}
+
+static void test_inline(void **state)
+{
+    (void)state;
+    static const char *const inl[] = {"Say", NULL};
+    static const char *const bad[] = {"Say", "Shout", NULL};
+    struct cn_rpc_server *s = NULL;
+    struct cn_rpc_server_opts o = {
+        .listen = "inproc://inline", .service = &echo_service.base, .workers = 1, .queue = 2,
+        .worker_init = w_init, .worker_fini = w_fini, .name = "echo", .inline_methods = bad,
+    };
+    assert_int_equal(cn_rpc_server_start(&s, &o), CN_EINVAL); /* no method Shout */
+    o.inline_methods = inl;
+    o.inline_max = 64;
+    worker_inits = worker_finis = 0;
+    assert_int_equal(cn_rpc_server_start(&s, &o), CN_OK);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "inproc://inline"), CN_OK);
+
+    /* A listed method runs on nng's thread, with the free worker's slot (once the worker
+     * has made its state: until then the call waits on the queue for it). */
+    for (int i = 0; i < 200; i++) {
+        pthread_mutex_lock(&s->mtx);
+        bool ready = s->free_slots != NULL;
+        pthread_mutex_unlock(&s->mtx);
+        if (ready)
+            break;
+        nng_msleep(5);
+    }
+    say(c, "hi");
+    assert_false(on_worker_thread(s, say_thread));
+    /* Over inline_max bytes, it is handed to a worker. */
+    say(c, "a text long enough to make the call larger than sixty-four bytes in all");
+    assert_true(on_worker_thread(s, say_thread));
+
+    /* While the only slot is busy, a listed method waits for it on the queue. */
+    struct bg slow = {"inproc://inline", "Sleep", 300, 2000, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, bg_call, &slow);
+    nng_msleep(50);
+    assert_true(say(c, "hi") >= 200);
+    assert_true(on_worker_thread(s, say_thread));
+    pthread_join(t, NULL);
+    assert_int_equal(slow.code, CAIRN__V1__CODE__OK);
+    say(c, "hi");
+    assert_false(on_worker_thread(s, say_thread));
+
+    /* With a fault set (a delay would sleep nng's thread), nothing runs inline. */
+    struct cn_rpc_faults f = {.delay_ms = 1, .delay_percent = 100};
+    cn_rpc_faults_set(&f);
+    say(c, "hi");
+    assert_true(on_worker_thread(s, say_thread));
+    cn_rpc_faults_set(NULL);
+
+    cn_rpc_client_close(c);
+    assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
+    assert_int_equal(worker_inits, 1);
+    assert_int_equal(worker_finis, 1);
+}
+
+/* The method is read off a packed Call without unpacking it, and anything odd is "no". */
+static void test_peek_method(void **state)
+{
+    (void)state;
+    nng_msg *m;
+    assert_int_equal(cn_rpc_call_encode_raw("Predict", "r1", 100, NULL, NULL, (const uint8_t *)"x", 1, &m), CN_OK);
+    const char *name;
+    size_t len;
+    assert_true(peek_method(nng_msg_body(m), nng_msg_len(m), &name, &len));
+    assert_int_equal(len, 7);
+    assert_memory_equal(name, "Predict", 7);
+    nng_msg_free(m);
+
+    static const uint8_t ok[] = {0x0a, 0x02, 'h', 'i'};
+    assert_true(peek_method(ok, sizeof ok, &name, &len));
+    assert_int_equal(len, 2);
+    static const uint8_t empty[] = {0x0a, 0x00};
+    assert_true(peek_method(empty, sizeof empty, &name, &len));
+    assert_int_equal(len, 0);
+    static const uint8_t short_body[] = {0x0a, 0x03, 'h', 'i'};  /* length past the end */
+    assert_false(peek_method(short_body, sizeof short_body, &name, &len));
+    static const uint8_t other_field[] = {0x12, 0x02, 'h', 'i'}; /* request_id first */
+    assert_false(peek_method(other_field, sizeof other_field, &name, &len));
+    static const uint8_t open_varint[] = {0x0a, 0x80, 0x80};     /* varint never ends */
+    assert_false(peek_method(open_varint, sizeof open_varint, &name, &len));
+    static const uint8_t long_varint[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    assert_false(peek_method(long_varint, sizeof long_varint, &name, &len));
+    static const uint8_t huge[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 'h'};
+    assert_false(peek_method(huge, sizeof huge, &name, &len));
+    assert_false(peek_method(ok, 1, &name, &len));
+    assert_false(peek_method(ok, 0, &name, &len));
+}
+
 static void test_bad_listen(void **state)
 {
     (void)state;
@@ -360,6 +487,8 @@ int main(void)
         cmocka_unit_test(test_shedding_and_deadline),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_inline),
+        cmocka_unit_test(test_peek_method),
         cmocka_unit_test(test_bad_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

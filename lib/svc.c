@@ -321,6 +321,7 @@ int cn_svc_main(struct cn_svc *svc, int argc, char **argv)
         .workers = (int)svc->common.workers,
         .queue = (int)svc->common.queue,
         .max_msg = svc->max_msg,
+        .inline_methods = svc->inline_methods,
         .worker_init = on_worker_init,
         .worker_fini = on_worker_fini,
         .arg = svc,

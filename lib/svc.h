@@ -70,6 +70,8 @@ struct cn_svc {
     void (*worker_fini)(void *user);
     /* Largest request accepted, in bytes; 0 = CN_RPC_MAX_MSG_DEFAULT (16 MiB). */
     size_t max_msg;
+    /* Methods whose small calls run on the receiving thread (rpc.h inline_methods). */
+    const char *const *inline_methods;
     /* Filled by cn_svc_main before init: the common settings. */
     struct cn_svc_common common;
 };
