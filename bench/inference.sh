@@ -18,7 +18,8 @@
 #      1 024 distinct rows), CPU per request of each process; the same for the Open
 #      Inference Protocol, POST /v2/models/bench/infer;
 #    - single row at fixed rates 1 000, 2 000, 4 000 rps and 50 % of saturation:
-#      h2load --h1 -c10 --rps (one row), p50/p99/max from its per-request log;
+#      build/bench/loadgen (bench/loadgen.c: requests evenly spaced at the rate over 32
+#      keep-alive connections, latency from when each was due), p50/p99/max;
 #    - a 1 000-row batch, one client sending it back to back: p50/p99 against the raw
 #      batch time.
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
