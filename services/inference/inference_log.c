@@ -13,7 +13,7 @@
  * queued (up to the cap; beyond it new ones are dropped) and are retried with backoff
  * (100 ms doubling to 5 s). The outage is logged once when it starts (LOG-DB-DOWN) and
  * once when it ends (LOG-DB-UP), never per row. A batch the database refuses (a value
- * jsonb or text will not take) is retried row by row so one bad row costs only itself
+ * json or text will not take) is retried row by row so one bad row costs only itself
  * (dropped, reason "rejected"). A partial batch is written after flush_ms.
  *
  * To add a column: the field in struct infer_log_entry, the column in migrations/ and in

@@ -363,7 +363,7 @@ static void rows_reach_postgres(void **state)
     assert_string_equal(PQgetvalue(res, 0, 0), "m");
     assert_string_equal(PQgetvalue(res, 0, 1), "1");
     assert_string_equal(PQgetvalue(res, 0, 2), "a");
-    assert_string_equal(PQgetvalue(res, 0, 3), "[[1.5, 2.5]]");
+    assert_string_equal(PQgetvalue(res, 0, 3), "[[1.5,2.5]]");
     assert_string_equal(PQgetvalue(res, 0, 4), "[0.25]");
     assert_string_equal(PQgetvalue(res, 0, 5), "42");
     assert_string_equal(PQgetvalue(res, 0, 6), "ok");
