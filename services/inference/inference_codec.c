@@ -946,18 +946,20 @@ static const struct dtype {
     enum dkind kind;
     double lo, lim;
     const char *range;
+    unsigned size;      /* bytes per value as binary tensor data */
+    bool is_signed;
 } dtypes[] = {
-    {"FP32", D_FLOAT, 0, 0, NULL},
-    {"FP64", D_FLOAT, 0, 0, NULL},
-    {"INT8", D_INT, -128.0, 128.0, "-128 to 127"},
-    {"INT16", D_INT, -32768.0, 32768.0, "-32768 to 32767"},
-    {"INT32", D_INT, -2147483648.0, 2147483648.0, "-2147483648 to 2147483647"},
-    {"INT64", D_INT, -0x1p63, 0x1p63, "-9223372036854775808 to 9223372036854775807"},
-    {"UINT8", D_INT, 0, 256.0, "0 to 255"},
-    {"UINT16", D_INT, 0, 65536.0, "0 to 65535"},
-    {"UINT32", D_INT, 0, 4294967296.0, "0 to 4294967295"},
-    {"UINT64", D_INT, 0, 0x1p64, "0 to 18446744073709551615"},
-    {"BOOL", D_BOOL, 0, 0, NULL},
+    {"FP32", D_FLOAT, 0, 0, NULL, 4, true},
+    {"FP64", D_FLOAT, 0, 0, NULL, 8, true},
+    {"INT8", D_INT, -128.0, 128.0, "-128 to 127", 1, true},
+    {"INT16", D_INT, -32768.0, 32768.0, "-32768 to 32767", 2, true},
+    {"INT32", D_INT, -2147483648.0, 2147483648.0, "-2147483648 to 2147483647", 4, true},
+    {"INT64", D_INT, -0x1p63, 0x1p63, "-9223372036854775808 to 9223372036854775807", 8, true},
+    {"UINT8", D_INT, 0, 256.0, "0 to 255", 1, false},
+    {"UINT16", D_INT, 0, 65536.0, "0 to 65535", 2, false},
+    {"UINT32", D_INT, 0, 4294967296.0, "0 to 4294967295", 4, false},
+    {"UINT64", D_INT, 0, 0x1p64, "0 to 18446744073709551615", 8, false},
+    {"BOOL", D_BOOL, 0, 0, NULL, 1, false},
 };
 
 static const struct dtype *dtype_find(const char *s)
@@ -1045,6 +1047,8 @@ struct input {
     const struct dtype *dt;
     json_int_t dims[2];
     size_t rank;
+    json_int_t bin_size;   /* parameters.binary_data_size, or -1: the values are in data */
+    size_t bin_off;        /* where they start in the body */
 };
 
 static void shape_text(const struct input *in, char *out, size_t outlen)
@@ -1078,8 +1082,9 @@ static int parse_shape(const json_t *s, const char *field, struct input *in, str
     return CN_OK;
 }
 
-/* Reads the header of inputs[i] (every key but the data's values). */
-static int parse_input(const json_t *obj, size_t i, struct input *in, struct infer_err *err)
+/* Reads the header of inputs[i] (every key but the data's values). binary: the request
+ * has a binary part (Inference-Header-Content-Length), so binary_data_size may be used. */
+static int parse_input(const json_t *obj, size_t i, bool binary, struct input *in, struct infer_err *err)
 {
     char field[128];
     const json_t *shape = NULL, *dtype = NULL;
@@ -1088,6 +1093,7 @@ static int parse_input(const json_t *obj, size_t i, struct input *in, struct inf
     int rc;
 
     memset(in, 0, sizeof *in);
+    in->bin_size = -1;
     snprintf(field, sizeof field, "inputs[%zu]", i);
     if (!json_is_object(obj))
         return refuse(err, field,
@@ -1109,6 +1115,17 @@ static int parse_input(const json_t *obj, size_t i, struct input *in, struct inf
             if (!json_is_object(v) && !json_is_null(v)) {
                 snprintf(field, sizeof field, "inputs[%zu].parameters", i);
                 return refuse(err, field, "expected an object");
+            }
+            const json_t *bs = json_object_get(v, "binary_data_size");
+            if (bs != NULL) {
+                snprintf(field, sizeof field, "inputs[%zu].parameters.binary_data_size", i);
+                if (!json_is_integer(bs) || json_integer_value(bs) < 0)
+                    return refuse(err, field, "expected a whole number of bytes");
+                if (!binary)
+                    return refuse(err, field,
+                                  "binary tensor data needs the Inference-Header-Content-Length "
+                                  "header (the length of the JSON part of the body)");
+                in->bin_size = json_integer_value(bs);
             }
         } else {
             snprintf(field, sizeof field, "inputs[%zu].%s", i, key);
@@ -1145,9 +1162,17 @@ static int parse_input(const json_t *obj, size_t i, struct input *in, struct inf
                       "UINT16, UINT32, UINT64, BOOL");
     }
     snprintf(field, sizeof field, "inputs[%zu].data", i);
+    if (in->bin_size >= 0) {
+        if (in->data != NULL)
+            return refuse(err, field,
+                          "give the values either in data or as binary tensor data "
+                          "(parameters.binary_data_size), not both");
+        return CN_OK;
+    }
     if (in->data == NULL)
         return refuse(err, field,
-                      "missing; send the values in data (binary tensor data is not supported)");
+                      "missing; send the values in data, or as binary tensor data "
+                      "(parameters.binary_data_size and the Inference-Header-Content-Length header)");
     if (!json_is_array(in->data))
         return refuse(err, field, "expected an array of values, flat or nested by the shape");
     return CN_OK;
@@ -1197,6 +1222,69 @@ static int read_data(const struct input *in, size_t i, size_t rows, size_t cols,
                 snprintf(field, sizeof field, "inputs[%zu].data[%zu][%zu]", i, r, c);
                 return refuse(err, field, "%s", why);
             }
+        }
+    }
+    return CN_OK;
+}
+
+/* Value k of a binary tensor of datatype dt at p (little-endian, as the binary tensor
+ * extension specifies), as a double: exact for every type but (U)INT64 beyond 2^53, which
+ * a float cannot hold either. */
+static double binary_value(const unsigned char *p, const struct dtype *dt)
+{
+    uint64_t u = 0;
+    for (unsigned b = 0; b < dt->size; b++)
+        u |= (uint64_t)p[b] << (8 * b);
+    if (dt->kind == D_FLOAT) {
+        if (dt->size == 4) {
+            uint32_t w = (uint32_t)u;
+            float f;
+            memcpy(&f, &w, sizeof f);
+            return f;
+        }
+        double d;
+        memcpy(&d, &u, sizeof d);
+        return d;
+    }
+    if (!dt->is_signed)
+        return (double)u;
+    unsigned bits = 8 * dt->size;
+    if (bits < 64 && (u >> (bits - 1)) & 1)
+        u |= ~0ull << bits; /* sign-extend */
+    return (double)(int64_t)u;
+}
+
+/* Writes the binary tensor data of input i (rows x cols values at body + bin_off) into x,
+ * like read_data. NaN means missing, as null does in JSON; infinities and values beyond
+ * float are refused, BOOL takes bytes 0 and 1. */
+static int read_binary(const struct input *in, size_t i, const unsigned char *body, size_t rows, size_t cols,
+                       float *x, size_t f, size_t col0, struct infer_err *err)
+{
+    char field[128], shape[64];
+    size_t need = rows * cols * in->dt->size;
+    const unsigned char *p = body + in->bin_off;
+
+    if ((size_t)in->bin_size != need) {
+        shape_text(in, shape, sizeof shape);
+        snprintf(field, sizeof field, "inputs[%zu].parameters.binary_data_size", i);
+        return refuse(err, field, "%" JSON_INTEGER_FORMAT " bytes; shape %s of %s needs %zu",
+                      in->bin_size, shape, in->dt->name, need);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t c = 0; c < cols; c++, p += in->dt->size) {
+            double d = binary_value(p, in->dt);
+            const char *bad = NULL;
+            if (in->dt->kind == D_BOOL && d != 0 && d != 1)
+                bad = "BOOL takes bytes 0 and 1";
+            else if (in->dt->kind == D_FLOAT && isinf(d))
+                bad = "infinite; send NaN for a missing value";
+            else if (in->dt->kind == D_FLOAT && !isnan(d) && !(fabs(d) <= FLT_MAX))
+                bad = "out of range for a float (beyond 3.4e38)";
+            if (bad) {
+                snprintf(field, sizeof field, "inputs[%zu] (binary), row %zu, column %zu", i, r, c);
+                return refuse(err, field, "%s", bad);
+            }
+            x[r * f + col0 + c] = (float)d;
         }
     }
     return CN_OK;
@@ -1292,7 +1380,7 @@ out:
     return rc;
 }
 
-int infer_oip_parse(const void *body, size_t len, const struct infer_meta *meta,
+int infer_oip_parse(const void *body, size_t len, long long header_len, const struct infer_meta *meta,
                     const struct infer_caps *caps, float **x, size_t *nrows, char **id,
                     struct infer_err *err)
 {
@@ -1316,7 +1404,13 @@ int infer_oip_parse(const void *body, size_t len, const struct infer_meta *meta,
         return CN_EINTERNAL;
     }
     f = (size_t)meta->num_features;
-    if ((rc = load_object(body, len, OIP_EXAMPLE, &root, err)) != CN_OK)
+    if (header_len >= 0 && (unsigned long long)header_len > len) {
+        rc = refuse(err, "Inference-Header-Content-Length",
+                    "%lld is more than the body's %zu bytes; give the length of the JSON part",
+                    header_len, len);
+        goto out;
+    }
+    if ((rc = load_object(body, header_len >= 0 ? (size_t)header_len : len, OIP_EXAMPLE, &root, err)) != CN_OK)
         goto out;
 
     json_object_foreach(root, key, v) {
@@ -1367,8 +1461,31 @@ int infer_oip_parse(const void *body, size_t len, const struct infer_meta *meta,
     }
     ins = cn_calloc(n_in, sizeof *ins);
     for (size_t i = 0; i < n_in; i++)
-        if ((rc = parse_input(json_array_get(inputs, i), i, &ins[i], err)) != CN_OK)
+        if ((rc = parse_input(json_array_get(inputs, i), i, header_len >= 0, &ins[i], err)) != CN_OK)
             goto out;
+    if (header_len >= 0) {
+        /* The binary part holds the binary inputs' data back to back, in input order. */
+        size_t off = (size_t)header_len;
+        for (size_t i = 0; i < n_in; i++) {
+            if (ins[i].bin_size < 0)
+                continue;
+            if ((unsigned long long)ins[i].bin_size > len - off) {
+                char bf[96];
+                snprintf(bf, sizeof bf, "inputs[%zu].parameters.binary_data_size", i);
+                rc = refuse(err, bf, "%" JSON_INTEGER_FORMAT " bytes, but only %zu of the body are left after "
+                            "the JSON part and the inputs before", ins[i].bin_size, len - off);
+                goto out;
+            }
+            ins[i].bin_off = off;
+            off += (size_t)ins[i].bin_size;
+        }
+        if (off != len) {
+            rc = refuse(err, "inputs",
+                        "the body has %zu bytes after the JSON part, but the inputs' binary_data_size "
+                        "add up to %zu", len - (size_t)header_len, off - (size_t)header_len);
+            goto out;
+        }
+    }
     /* A model of one feature named like the one input: that is one input per feature. */
     by_feature =
         n_in > 1 || (f == 1 && has_names(meta) && strcmp(ins[0].name, feature_name(meta, 0)) == 0);
@@ -1398,8 +1515,9 @@ int infer_oip_parse(const void *body, size_t len, const struct infer_meta *meta,
 
     m = cn_malloc(rows * f * sizeof *m);
     for (size_t i = 0; i < n_in; i++) {
-        rc = by_feature ? read_data(&ins[i], i, rows, 1, m, f, col[i], err)
-                        : read_data(&ins[i], i, rows, f, m, f, 0, err);
+        size_t cols = by_feature ? 1 : f, col0 = by_feature ? col[i] : 0;
+        rc = ins[i].bin_size >= 0 ? read_binary(&ins[i], i, body, rows, cols, m, f, col0, err)
+                                  : read_data(&ins[i], i, rows, cols, m, f, col0, err);
         if (rc != CN_OK)
             goto out;
     }
@@ -1460,7 +1578,7 @@ void infer_oip_server_metadata(struct cn_buf *out, const char *version)
 {
     cn_buf_puts(out, "{\"name\":\"cairn-inference\",\"version\":");
     put_str(out, version);
-    cn_buf_puts(out, ",\"extensions\":[]}");
+    cn_buf_puts(out, ",\"extensions\":[\"binary_tensor_data\"]}");
 }
 
 /* ------------------------------------------------------------------ prediction log */

@@ -498,7 +498,7 @@ static const struct oip_case {
     {&named3, "{\"inputs\": [{\"name\": \"i\", \"shape\": [3], \"datatype\": \"FP32\", \"data\": {\"a\": 1}}]}",
      0, CN_EINVAL, "inputs[0].data", "expected an array of values", 0, {0}, NULL},
     {&named3, "{\"inputs\": [{\"name\": \"i\", \"shape\": [3], \"datatype\": \"FP32\"}]}",
-     0, CN_EINVAL, "inputs[0].data", "binary tensor data is not supported", 0, {0}, NULL},
+     0, CN_EINVAL, "inputs[0].data", "or as binary tensor data", 0, {0}, NULL},
     /* one input per feature */
     {&named3, "{\"inputs\": [{\"name\": \"a\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]}, "
               "{\"name\": \"colour\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]}, "
@@ -575,7 +575,7 @@ static void test_oip_parse_cases(void **state)
         float *x = (float *)&err;
         char *id = (char *)&err;
         size_t n = 99;
-        int rc = infer_oip_parse(c->body, strlen(c->body), c->meta, &caps, &x, &n, &id, &err);
+        int rc = infer_oip_parse(c->body, strlen(c->body), -1, c->meta, &caps, &x, &n, &id, &err);
 
         if (c->rc != 0) {
             check_refusal("oip", i, rc, c->rc, &err, c->field, c->msg);
@@ -621,7 +621,7 @@ static void test_oip_forms_agree(void **state)
         char *id;
         size_t n;
         assert_int_equal(
-            infer_oip_parse(bodies[i], strlen(bodies[i]), &named3, NULL, &x, &n, &id, &err), 0);
+            infer_oip_parse(bodies[i], strlen(bodies[i]), -1, &named3, NULL, &x, &n, &id, &err), 0);
         assert_int_equal(n, 2);
         check_matrix("forms", i, x, want, 6);
         free(x);
@@ -637,6 +637,193 @@ static void test_oip_forms_agree(void **state)
     check_matrix("v1 forms", 0, x, want, 6);
     free(x);
     infer_v1_req_free(&r);
+}
+
+/* Binary tensor data: a JSON part of header_len bytes, then each binary input's values,
+ * little-endian and back to back. Appends a little-endian value of `size` bytes. */
+static void put_le(struct cn_buf *b, uint64_t v, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++)
+        cn_buf_putc(b, (char)(v >> (8 * i)));
+}
+static void put_f32(struct cn_buf *b, float f)
+{
+    uint32_t w;
+    memcpy(&w, &f, sizeof w);
+    put_le(b, w, 4);
+}
+static void put_f64(struct cn_buf *b, double d)
+{
+    uint64_t w;
+    memcpy(&w, &d, sizeof w);
+    put_le(b, w, 8);
+}
+
+/* Parses b (JSON part of hlen bytes) against named3; returns the code, x and err filled. */
+static int parse_bin(const struct cn_buf *b, long long hlen, float **x, size_t *n, struct infer_err *err)
+{
+    char *id = NULL;
+    int rc = infer_oip_parse(b->data, b->len, hlen, &named3, NULL, x, n, &id, err);
+    free(id);
+    return rc;
+}
+
+static void expect_refusal(struct cn_buf *b, long long hlen, const char *field, const char *says)
+{
+    struct infer_err err;
+    float *x;
+    size_t n;
+    assert_int_equal(parse_bin(b, hlen, &x, &n, &err), CN_EINVAL);
+    assert_null(x);
+    assert_string_equal(err.field, field);
+    if (strstr(err.message, says) == NULL) {
+        print_error("message \"%s\" lacks \"%s\"\n", err.message, says);
+        fail();
+    }
+}
+
+static void test_oip_binary(void **state)
+{
+    (void)state;
+    struct cn_buf b = {0};
+    struct infer_err err;
+    float *x;
+    size_t n;
+    long long h;
+
+    /* One FP32 input [2, 3]: the matrix of the JSON forms (NaN is the missing value). */
+    const float want[6] = {0.1f, M, 3e10f, -7, 0, 1e-30f};
+    cn_buf_puts(&b, "{\"inputs\": [{\"name\": \"t\", \"shape\": [2, 3], \"datatype\": \"FP32\", "
+                    "\"parameters\": {\"binary_data_size\": 24}}]}");
+    h = (long long)b.len;
+    for (int i = 0; i < 6; i++)
+        put_f32(&b, want[i]);
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    assert_int_equal(n, 2);
+    check_matrix("binary fp32", 0, x, want, 6);
+    free(x);
+
+    /* One input per feature, binary and JSON mixed, integer and BOOL types. */
+    cn_buf_reset(&b);
+    cn_buf_puts(&b, "{\"inputs\": ["
+                    "{\"name\": \"c\", \"shape\": [2], \"datatype\": \"BOOL\", \"parameters\": {\"binary_data_size\": 2}},"
+                    "{\"name\": \"b\", \"shape\": [2, 1], \"datatype\": \"FP64\", \"data\": [null, 0]},"
+                    "{\"name\": \"a\", \"shape\": [2], \"datatype\": \"INT16\", \"parameters\": {\"binary_data_size\": 4}}]}");
+    h = (long long)b.len;
+    put_le(&b, 1, 1);
+    put_le(&b, 0, 1);
+    put_le(&b, 5, 2);
+    put_le(&b, (uint16_t)-7, 2);
+    const float want2[6] = {5, M, 1, -7, 0, 0};
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    check_matrix("binary per feature", 0, x, want2, 6);
+    free(x);
+
+    /* The header may also cover the whole body (no binary part). */
+    cn_buf_reset(&b);
+    cn_buf_puts(&b, "{\"inputs\": [{\"name\": \"t\", \"shape\": [3], \"datatype\": \"FP32\", \"data\": [1, 2, 3]}]}");
+    assert_int_equal(parse_bin(&b, (long long)b.len, &x, &n, &err), 0);
+    free(x);
+
+    /* What is refused, and where. */
+    const char *one = "{\"inputs\": [{\"name\": \"t\", \"shape\": [1, 3], \"datatype\": \"%s\", "
+                      "\"parameters\": {\"binary_data_size\": %d}%s}]}";
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 12, "");
+    h = (long long)b.len;
+    put_f32(&b, 1);
+    put_f32(&b, 2);
+    put_f32(&b, 3);
+    expect_refusal(&b, (long long)b.len + 1, "Inference-Header-Content-Length", "more than the body's");
+    cn_buf_putc(&b, 0);
+    expect_refusal(&b, h, "inputs", "13 bytes after the JSON part, but the inputs' binary_data_size add up to 12");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 16, "");
+    h = (long long)b.len;
+    put_f32(&b, 1);
+    put_f32(&b, 2);
+    put_f32(&b, 3);
+    expect_refusal(&b, h, "inputs[0].parameters.binary_data_size", "only 12 of the body are left");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 8, "");
+    h = (long long)b.len;
+    put_f32(&b, 1);
+    put_f32(&b, 2);
+    expect_refusal(&b, h, "inputs[0].parameters.binary_data_size", "8 bytes; shape [1, 3] of FP32 needs 12");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 12, ", \"data\": [1, 2, 3]");
+    h = (long long)b.len;
+    put_f32(&b, 1);
+    put_f32(&b, 2);
+    put_f32(&b, 3);
+    expect_refusal(&b, h, "inputs[0].data", "either in data or as binary tensor data");
+
+    /* binary_data_size in a request without the header (all of it JSON) */
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 12, "");
+    expect_refusal(&b, -1, "inputs[0].parameters.binary_data_size",
+                   "needs the Inference-Header-Content-Length header");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", -4, "");
+    expect_refusal(&b, (long long)b.len, "inputs[0].parameters.binary_data_size", "a whole number of bytes");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP32", 12, "");
+    h = (long long)b.len;
+    put_f32(&b, 1);
+    put_f32(&b, INFINITY);
+    put_f32(&b, 3);
+    expect_refusal(&b, h, "inputs[0] (binary), row 0, column 1", "infinite; send NaN for a missing value");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "FP64", 24, "");
+    h = (long long)b.len;
+    put_f64(&b, 1);
+    put_f64(&b, 2);
+    put_f64(&b, 1e39);
+    expect_refusal(&b, h, "inputs[0] (binary), row 0, column 2", "out of range for a float");
+
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "BOOL", 3, "");
+    h = (long long)b.len;
+    put_le(&b, 0, 1);
+    put_le(&b, 2, 1);
+    put_le(&b, 1, 1);
+    expect_refusal(&b, h, "inputs[0] (binary), row 0, column 1", "BOOL takes bytes 0 and 1");
+
+    /* Signed and unsigned widths read exactly. */
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "INT64", 24, "");
+    h = (long long)b.len;
+    put_le(&b, (uint64_t)-3, 8);
+    put_le(&b, 1ull << 40, 8);
+    put_le(&b, 0, 8);
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    assert_true(x[0] == -3.0f && x[1] == 0x1p40f && x[2] == 0.0f);
+    free(x);
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "UINT8", 3, "");
+    h = (long long)b.len;
+    put_le(&b, 255, 1);
+    put_le(&b, 0, 1);
+    put_le(&b, 128, 1);
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    assert_true(x[0] == 255.0f && x[1] == 0.0f && x[2] == 128.0f);
+    free(x);
+    cn_buf_reset(&b);
+    cn_buf_printf(&b, one, "INT8", 3, "");
+    h = (long long)b.len;
+    put_le(&b, 0x80, 1);
+    put_le(&b, 0x7f, 1);
+    put_le(&b, 0xff, 1);
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    assert_true(x[0] == -128.0f && x[1] == 127.0f && x[2] == -1.0f);
+    free(x);
+    cn_buf_free(&b);
 }
 
 /* The id is copied, and a long one refused rather than cut. */
@@ -657,7 +844,7 @@ static void test_oip_id(void **state)
         cn_buf_puts(&b,
                     "\", \"inputs\": [{\"name\": \"t\", \"shape\": [3], \"datatype\": \"FP32\", "
                     "\"data\": [1, 2, 3]}]}");
-        int rc = infer_oip_parse(b.data, b.len, &named3, NULL, &x, &n, &id, &err);
+        int rc = infer_oip_parse(b.data, b.len, -1, &named3, NULL, &x, &n, &id, &err);
         if (len == INFER_MAX_ID) {
             assert_int_equal(rc, 0);
             assert_int_equal(strlen(id), INFER_MAX_ID);
@@ -691,12 +878,12 @@ static void test_caps(void **state)
     for (int i = 0; i < 300; i++)
         cn_buf_printf(&b, "%s%d", i ? "," : "", i);
     cn_buf_puts(&b, "]}]}");
-    assert_int_equal(infer_oip_parse(b.data, b.len, &m, &caps, &x, &n, &id, &err), CN_EINVAL);
+    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &err), CN_EINVAL);
     assert_string_equal(err.field, "inputs[0].shape");
     assert_non_null(strstr(err.message,
                            "3 rows of 100 features are more than the 250 values allowed per call"));
     caps.max_cells = 300;
-    assert_int_equal(infer_oip_parse(b.data, b.len, &m, &caps, &x, &n, &id, &err), 0);
+    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &err), 0);
     assert_int_equal(n, 3);
     assert_true(x[299] == 299.0f && x[100] == 100.0f);
     free(x);
@@ -843,7 +1030,7 @@ static void test_metadata(void **state)
     cn_buf_reset(&b);
     infer_oip_server_metadata(&b, "0.4.0");
     assert_string_equal(b.data,
-                        "{\"name\":\"cairn-inference\",\"version\":\"0.4.0\",\"extensions\":[]}");
+                        "{\"name\":\"cairn-inference\",\"version\":\"0.4.0\",\"extensions\":[\"binary_tensor_data\"]}");
     json_decref(parse_back(&b));
     cn_buf_free(&b);
 }
@@ -1000,6 +1187,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_v1_response_binary),
         cmocka_unit_test(test_v1_response_multiclass),
+        cmocka_unit_test(test_oip_binary),
         cmocka_unit_test(test_oip_response),
         cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_log_json),

@@ -649,7 +649,19 @@ void infer_infer(Cairn__V1__Inference_Service *service, const Cairn__V1__OipRequ
     size_t nrows = 0;
     char *id = NULL;
     struct outcome o = {.start_us = start};
-    if (infer_oip_parse(in->body.data, in->body.len, &s.entry->v.meta, &caps, &x, &nrows, &id, &err) != CN_OK) {
+    /* Binary tensor data: the header says where the JSON part ends. */
+    const char *hl = header_of(in->headers, in->n_headers, "inference-header-content-length");
+    long long header_len = -1;
+    if (hl != NULL && cn_parse_int(hl, 0, INT64_MAX, &header_len) != CN_OK) {
+        cn_call_fail(call, CAIRN__V1__CODE__INVALID_ARGUMENT,
+                     "Inference-Header-Content-Length: expected the length of the JSON part in bytes, got \"%.40s\"",
+                     hl);
+        done(NULL, cd);
+        served_release(&s);
+        return;
+    }
+    if (infer_oip_parse(in->body.data, in->body.len, header_len, &s.entry->v.meta, &caps, &x, &nrows, &id, &err) !=
+        CN_OK) {
         cn_series_add(cn_metric_series(m_failed, (const char *[]){"input"}), 1);
         if (err.field[0])
             cn_call_fail(call, CAIRN__V1__CODE__INVALID_ARGUMENT, "%s: %s", err.field, err.message);

@@ -4,7 +4,9 @@
  * Each input is read as a v1 predict body (then its rows against a model with feature
  * names a, b, c, d and one without names), once with the fast path and once with jansson
  * only, which must agree (same refusal, or the same floats bit for bit), and as an OIP infer request (against the same
- * named model and a one-feature model named x, where a single input may mean a column).
+ * named model and a one-feature model named x, where a single input may mean a column);
+ * an input with a NUL byte is also read as OIP with binary tensor data after the JSON part,
+ * which then ends at the first NUL (Inference-Header-Content-Length).
  * Whatever the input, parsing must not crash, leak or allocate beyond the caps; a refusal
  * must say why; a success must give the promised row count, no infinities (NaN only as
  * missing), and responses built from it must be JSON that parses back with the same
@@ -173,13 +175,13 @@ static void v1(const uint8_t *data, size_t size)
     infer_v1_req_free(&slow2);
 }
 
-static void oip(const uint8_t *data, size_t size, const struct infer_meta *meta)
+static void oip(const uint8_t *data, size_t size, long long header_len, const struct infer_meta *meta)
 {
     struct infer_err err = {{0}, {0}};
     float *x;
     char *id;
     size_t n;
-    int rc = infer_oip_parse(data, size, meta, &caps, &x, &n, &id, &err);
+    int rc = infer_oip_parse(data, size, header_len, meta, &caps, &x, &n, &id, &err);
 
     if (rc != CN_OK) {
         check_refused(rc, x, &err);
@@ -198,7 +200,13 @@ static void oip(const uint8_t *data, size_t size, const struct infer_meta *meta)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     v1(data, size);
-    oip(data, size, &named4);
-    oip(data, size, &named1);
+    oip(data, size, -1, &named4);
+    oip(data, size, -1, &named1);
+    /* With binary tensor data: the JSON part ends at the first NUL byte. */
+    const uint8_t *nul = memchr(data, 0, size);
+    if (nul != NULL) {
+        oip(data, size, nul - data, &named4);
+        oip(data, size, nul - data, &named1);
+    }
     return 0;
 }

@@ -2,9 +2,13 @@
 1e-6: binary:logistic, multi:softprob (3 classes) and reg:squarederror, with and without
 feature names; through Cairn's predict (rows, rows of {feature: value}, null as missing)
 and the Open Inference Protocol v2 (one [N, F] tensor with flat or nested data, any
-numeric datatype, or one tensor per feature), whose metadata routes describe the model."""
+numeric datatype, or one tensor per feature, in JSON or as binary tensor data), whose
+metadata routes describe the model."""
 
+import json
 import uuid
+
+import numpy as np
 
 import pytest
 
@@ -163,6 +167,74 @@ def test_v2_one_tensor_per_feature(iapi, modeler, served, spec):
         inputs.append({"name": n, "shape": shape, "datatype": "FP32",
                        "data": [float(v) for v in col]})
     assert_outputs(infer_ok(iapi, modeler.access, s, inputs), s, s.t.pred)
+
+
+def binary_request(tensors):
+    """An infer body with binary tensor data (Triton's and KServe's extension): the JSON
+    part, then each (name, array, datatype) tensor's values little-endian, back to back;
+    returns (body, the Inference-Header-Content-Length value)."""
+    inputs, data = [], b""
+    for name, A, datatype in tensors:
+        raw = np.ascontiguousarray(A, dtype=np.dtype(DTYPES[datatype]).newbyteorder("<")).tobytes()
+        inputs.append({"name": name, "shape": list(A.shape), "datatype": datatype,
+                       "parameters": {"binary_data_size": len(raw)}})
+        data += raw
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + data, str(len(header))
+
+
+DTYPES = {"FP32": "f4", "FP64": "f8", "INT8": "i1", "INT16": "i2", "INT32": "i4", "INT64": "i8",
+          "UINT8": "u1", "UINT16": "u2", "UINT32": "u4", "UINT64": "u8", "BOOL": "u1"}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_v2_binary_tensor_matches_python(iapi, modeler, served, spec):
+    s = served[spec]
+    for A, want in ((s.t.X, s.t.pred), (s.t.Xm, s.t.pred_m)):  # NaN is a missing value
+        body, hlen = binary_request([("input-0", A, "FP32")])
+        r = iapi.infer(modeler.access, s.name, body,
+                       headers={"Inference-Header-Content-Length": hlen,
+                                "Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, f"infer: {r.status_code} {r.text[:500]}"
+        assert_outputs(r.json(), s, want)
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "INT16", "INT32"])
+def test_v2_binary_datatypes_and_tensor_per_feature(iapi, modeler, served, datatype):
+    s = served["multi_named"]
+    A, want = (s.t.X, s.t.pred) if datatype == "FP64" else (s.t.Xi, s.t.pred_i)
+    body, hlen = binary_request([(n, A[:, i], datatype) for i, n in enumerate(s.t.feature_names)])
+    r = iapi.infer(modeler.access, s.name, body, headers={"Inference-Header-Content-Length": hlen})
+    assert r.status_code == 200, f"infer: {r.status_code} {r.text[:500]}"
+    assert_outputs(r.json(), s, want)
+
+
+def test_v2_binary_tensor_refusals(iapi, modeler, served):
+    s = served["binary"]
+    body, hlen = binary_request([("input-0", s.t.X, "FP32")])
+    cases = [
+        # (body, header, words of the error)
+        (body, str(len(body) + 1), "Inference-Header-Content-Length: %d is more than" % (len(body) + 1)),
+        (body, "twelve", "Inference-Header-Content-Length: expected the length of the JSON part"),
+        (body + b"\0", hlen, "inputs: the body has"),
+        (body[:-4], hlen, "only"),
+        (body, None, "invalid JSON"),  # without the header the whole body is JSON
+    ]
+    for data, header, words in cases:
+        h = {"Inference-Header-Content-Length": header} if header is not None else {}
+        r = iapi.infer(modeler.access, s.name, data, headers=h)
+        assert r.status_code == 400, (words, r.status_code, r.text[:300])
+        assert words in r.json()["error"], (words, r.text[:300])
+    bad = s.t.X.copy()
+    bad[3, 1] = np.inf
+    body, hlen = binary_request([("input-0", bad, "FP32")])
+    r = iapi.infer(modeler.access, s.name, body, headers={"Inference-Header-Content-Length": hlen})
+    assert r.status_code == 400 and "row 3, column 1: infinite" in r.json()["error"], r.text[:300]
+    # Still serving, and the server says it speaks the extension.
+    body, hlen = binary_request([("input-0", s.t.X, "FP32")])
+    r = iapi.infer(modeler.access, s.name, body, headers={"Inference-Header-Content-Length": hlen})
+    assert r.status_code == 200, r.text[:300]
+    assert "binary_tensor_data" in iapi.v2_get(modeler.access, "/v2").json()["extensions"]
 
 
 def test_v2_version_may_be_an_alias(iapi, modeler, served):

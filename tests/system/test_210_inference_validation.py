@@ -158,7 +158,7 @@ def test_v2_public_routes_need_no_credentials(iapi, unnamed):
     meta = r.json()
     assert meta["name"] == "cairn-inference", meta
     assert isinstance(meta["version"], str) and meta["version"], meta
-    assert meta["extensions"] == [], meta
+    assert meta["extensions"] == ["binary_tensor_data"], meta
     r = iapi.get("/v2/health/live")
     assert r.status_code == 200 and r.json() == {"live": True}, r.text
     r = iapi.get("/v2/health/ready")
