@@ -21,7 +21,7 @@
 #      build/bench/loadgen (bench/loadgen.c: requests evenly spaced at the rate over 32
 #      keep-alive connections, latency from when each was due), p50/p99/max;
 #    - a 1 000-row batch, one client sending it back to back: p50/p99 against the raw
-#      batch time.
+#      batch time, as v1 JSON and as OIP binary tensor data (Inference-Header-Content-Length).
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
@@ -75,6 +75,11 @@ with open(os.path.join(d, "singles.txt"), "w") as f: f.write("".join(v1([r]) + "
 with open(os.path.join(d, "oip.json"), "w") as f: f.write(oip(R[0]))
 with open(os.path.join(d, "oips.txt"), "w") as f: f.write("".join(oip(r) + "\n" for r in R))
 with open(os.path.join(d, "batch.json"), "w") as f: f.write(v1(B))
+# The same batch as binary tensor data: JSON header, then the rows as little-endian FP32.
+hdr = json.dumps({"inputs": [{"name": "input-0", "shape": list(B.shape), "datatype": "FP32",
+                              "parameters": {"binary_data_size": B.nbytes}}]}).encode()
+with open(os.path.join(d, "batch.bin"), "wb") as f: f.write(hdr + B.astype("<f4").tobytes())
+with open(os.path.join(d, "batch.bin.hlen"), "w") as f: f.write(str(len(hdr)))
 pred = lambda A: bst.predict(xgb.DMatrix(A, nthread=1)).tolist()
 with open(os.path.join(d, "expect.json"), "w") as f:
     json.dump({"single": pred(R[:1]), "batch": pred(B)}, f)
@@ -101,11 +106,12 @@ api PUT /v1/models/bench/aliases/production -H 'content-type: application/json' 
 SAMPLE=$(api GET /v1/models/bench | json_field '.get("log_sample_rate", "default")')
 
 # The answers must be XGBoost's before they are timed (routing may take a refresh).
-check() { # PATH BODY EXPECT_KEY
-  local out
+check() { # PATH BODY EXPECT_KEY [header...]
+  local out path=$1 body=$2 key=$3
+  shift 3
   for _ in $(seq 50); do
-    out=$(curl -s -XPOST "$base$1" "${auth[@]}" -H 'content-type: application/json' \
-      --data-binary @"$2") && echo "$out" | grep -q '"model_version"' && break
+    out=$(curl -s -XPOST "$base$path" "${auth[@]}" -H 'content-type: application/json' "$@" \
+      --data-binary @"$body") && echo "$out" | grep -q '"model_version"' && break
     sleep 0.2
   done
   echo "$out" | $py -c '
@@ -115,11 +121,14 @@ got = doc["predictions"] if "predictions" in doc else doc["outputs"][0]["data"]
 assert len(got) == len(want), (len(got), len(want))
 bad = max(abs(a - b) for a, b in zip(got, want))
 assert bad < 1e-6, f"differs from XGBoost by {bad}"
-' "$D/expect.json" "$3" || { echo "bench: $1 answered: ${out:0:400}" >&2; exit 1; }
+' "$D/expect.json" "$key" || { echo "bench: $path answered: ${out:0:400}" >&2; exit 1; }
 }
+HLEN=$(cat "$D/batch.bin.hlen")
+BIN_HDR=(-H "Inference-Header-Content-Length: $HLEN" -H 'content-type: application/octet-stream')
 check /v1/models/bench:predict "$D/single.json" single
 check /v1/models/bench:predict "$D/batch.json" batch
 check /v2/models/bench/infer "$D/oip.json" single
+check /v2/models/bench/infer "$D/batch.bin" batch "${BIN_HDR[@]}"
 
 # cairn-inference's own view, from its /metrics: mean time per call waiting for a worker
 # (queue), in XGBoost (compute) and from arrival to answer (total), and the prediction log.
@@ -209,21 +218,29 @@ LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
 echo "| | one client back to back ($(echo "$4" | cut -d/ -f2) in ${SECS} s) | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
 echo
 
-BATCH_HEAD="| p50 ms | p99 ms | max ms | 2xx/total | p50 / raw p50 | mean ms in cairn-inference: queue / XGBoost / total |
-|---|---|---|---|---|---|---|"
-batch_row() { # LABEL -> ROW
-  local out m
+# The host's speed drifts within a run (the raw batch has measured 1.3 ms and 2.3 ms ten
+# minutes apart), so each batch row is compared with a raw batch measured just before it.
+BATCH_HEAD="| p50 ms | p99 ms | max ms | 2xx/total | raw p50 just before | p50 / raw p50 | mean ms in cairn-inference: queue / XGBoost / total |
+|---|---|---|---|---|---|---|---|"
+batch_row() { # LABEL [PATH BODY header...] -> ROW (default: the JSON batch to v1 predict)
+  local out m label=$1 path=${2:-$V1} body=${3:-$D/batch.json}
+  shift; shift 2 2>/dev/null || true
+  [ $# -gt 0 ] || set -- -H 'content-type: application/json'
+  local raw_now
+  raw_now=$(build/bench/inference_raw "$D/model.json" -t 1 -d 2 -b 1000 | json_field '["batch"]["p50_ms"]')
   snap "$W/m0"
-  out=$(sequential $V1 -d "$D/batch.json" -H 'content-type: application/json' "${auth[@]}")
+  out=$(sequential "$path" -d "$body" "$@" "${auth[@]}")
   snap "$W/m1"
   m=$(inside "$W/m0" "$W/m1")
-  set -- "$1" $out $m
+  set -- "$label" $out $m
   LOG_W=$((LOG_W + ${10})) LOG_D=$((LOG_D + ${11}))
-  ROW="| $1 | $2 | $3 | $4 | $5 | $($py -c "print(f'{$2/$RAW_B:.2f}x')") | $6 / $7 / $8 |"
+  ROW="| $1 | $2 | $3 | $4 | $5 | $raw_now | $($py -c "print(f'{$2/$raw_now:.2f}x')") | $6 / $7 / $8 |"
 }
 echo "| 1 000-row batch, one client back to back $BATCH_HEAD"
-batch_row "POST $V1 ($(wc -c <"$D/batch.json") bytes)"; echo "$ROW"
-echo "| raw XGBoost (inference_raw -b 1000) | $RAW_B | - | - | - | 1.00x | - |"
+batch_row "POST $V1 ($(wc -c <"$D/batch.json") bytes of JSON)"; echo "$ROW"
+batch_row "POST $OIP, binary tensor data ($(wc -c <"$D/batch.bin") bytes)" $OIP "$D/batch.bin" "${BIN_HDR[@]}"
+echo "$ROW"
+echo "| raw XGBoost (inference_raw -b 1000) at the start | $RAW_B | - | - | - | - | 1.00x | - |"
 echo
 
 # The prediction log's share: the same saturation with 1 % of predictions logged, once
@@ -247,6 +264,7 @@ sat_row "POST $V1" $V1 "$D/singles.txt"; echo "$ROW"
 echo
 echo "| 1 000-row batch, log_sample_rate 0.01 $BATCH_HEAD"
 batch_row "POST $V1"; echo "$ROW"
+batch_row "POST $OIP, binary tensor data" $OIP "$D/batch.bin" "${BIN_HDR[@]}"; echo "$ROW"
 echo
 # The aim's point again with the log sampled: how much of the tail is the log's writing.
 echo "| single row at 2000 rps, log_sample_rate 0.01 | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total |"
