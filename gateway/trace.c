@@ -1,5 +1,5 @@
 /* trace.c — W3C traceparent parsing and generation (see trace.h). Ids are random bytes
- * from cn_random_bytes; hex is lowercase, as the specification requires on the wire.
+ * from cn_random_id_bytes; hex is lowercase, as the specification requires on the wire.
  */
 #include "trace.h"
 
@@ -53,7 +53,7 @@ static void random_hex(char *out, size_t n)
 {
     unsigned char b[16];
     for (;;) {
-        cn_random_bytes(b, n);
+        cn_random_id_bytes(b, n);
         for (size_t i = 0; i < n; i++) {
             if (b[i]) {
                 cn_hex(b, n, out);

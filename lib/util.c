@@ -3,6 +3,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,39 @@ void cn_random_bytes(void *buf, size_t n)
     }
 }
 
+/* Bumped in a forked child, so that no thread there hands out its parent's bytes. */
+static atomic_uint id_pool_gen;
+static pthread_once_t id_pool_once = PTHREAD_ONCE_INIT;
+static void id_pool_forked(void) { atomic_fetch_add(&id_pool_gen, 1); }
+static void id_pool_init(void) { pthread_atfork(NULL, NULL, id_pool_forked); }
+
+void cn_random_id_bytes(void *buf, size_t n)
+{
+    static __thread unsigned char pool[4096];
+    static __thread size_t left;
+    static __thread unsigned gen;
+    pthread_once(&id_pool_once, id_pool_init);
+    unsigned now = atomic_load(&id_pool_gen);
+    if (gen != now) {
+        gen = now;
+        left = 0;
+    }
+    unsigned char *out = buf;
+    while (n > 0) {
+        if (left == 0) {
+            cn_random_bytes(pool, sizeof pool);
+            left = sizeof pool;
+        }
+        size_t k = n < left ? n : left;
+        unsigned char *from = pool + sizeof pool - left;
+        memcpy(out, from, k);
+        memset(from, 0, k); /* an id's bytes are not kept once handed out */
+        out += k;
+        n -= k;
+        left -= k;
+    }
+}
+
 uint64_t cn_fast_random(void)
 {
     static __thread uint64_t s;
@@ -102,7 +137,7 @@ void cn_hex(const void *in, size_t n, char *out)
 void cn_request_id_new(char out[33])
 {
     unsigned char r[16];
-    cn_random_bytes(r, sizeof r);
+    cn_random_id_bytes(r, sizeof r);
     cn_hex(r, sizeof r, out);
 }
 

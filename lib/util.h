@@ -25,6 +25,11 @@ int64_t cn_wall_s(void);
 
 /* Fills buf with n cryptographically random bytes (OpenSSL RAND_bytes); aborts on failure. */
 void cn_random_bytes(void *buf, size_t n);
+/* Random bytes for identifiers (request, trace and span ids): OpenSSL's CSPRNG output
+ * too, but drawn 4 KiB at a time per thread, so an id costs no system call (RAND_bytes
+ * asks getpid on every call, and the gateway makes three ids per request). A thread's
+ * unused bytes are dropped in a forked child. Keys, salts and tokens use cn_random_bytes. */
+void cn_random_id_bytes(void *buf, size_t n);
 /* Fast pseudo-random numbers for dice, sampling and spreading load, never for secrets:
  * this thread's xorshift64*, seeded once from cn_random_bytes (threads share nothing). */
 uint64_t cn_fast_random(void);
