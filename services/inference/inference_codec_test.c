@@ -682,6 +682,18 @@ static void expect_refusal(struct cn_buf *b, long long hlen, const char *field, 
     }
 }
 
+/* Starts b as a request of one input [1, 3] of dtype whose binary_data_size is size
+ * (extra: more keys for the input); returns the length of this JSON part. */
+static long long one_input(struct cn_buf *b, const char *dtype, int size, const char *extra)
+{
+    cn_buf_reset(b);
+    cn_buf_printf(b,
+                  "{\"inputs\": [{\"name\": \"t\", \"shape\": [1, 3], \"datatype\": \"%s\", "
+                  "\"parameters\": {\"binary_data_size\": %d}%s}]}",
+                  dtype, size, extra);
+    return (long long)b->len;
+}
+
 static void test_oip_binary(void **state)
 {
     (void)state;
@@ -726,11 +738,7 @@ static void test_oip_binary(void **state)
     free(x);
 
     /* What is refused, and where. */
-    const char *one = "{\"inputs\": [{\"name\": \"t\", \"shape\": [1, 3], \"datatype\": \"%s\", "
-                      "\"parameters\": {\"binary_data_size\": %d}%s}]}";
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 12, "");
-    h = (long long)b.len;
+    h = one_input(&b, "FP32", 12, "");
     put_f32(&b, 1);
     put_f32(&b, 2);
     put_f32(&b, 3);
@@ -738,85 +746,65 @@ static void test_oip_binary(void **state)
     cn_buf_putc(&b, 0);
     expect_refusal(&b, h, "inputs", "13 bytes after the JSON part, but the inputs' binary_data_size add up to 12");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 16, "");
-    h = (long long)b.len;
+    h = one_input(&b, "FP32", 16, "");
     put_f32(&b, 1);
     put_f32(&b, 2);
     put_f32(&b, 3);
     expect_refusal(&b, h, "inputs[0].parameters.binary_data_size", "only 12 of the body are left");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 8, "");
-    h = (long long)b.len;
+    h = one_input(&b, "FP32", 8, "");
     put_f32(&b, 1);
     put_f32(&b, 2);
     expect_refusal(&b, h, "inputs[0].parameters.binary_data_size", "8 bytes; shape [1, 3] of FP32 needs 12");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 12, ", \"data\": [1, 2, 3]");
-    h = (long long)b.len;
+    h = one_input(&b, "FP32", 12, ", \"data\": [1, 2, 3]");
     put_f32(&b, 1);
     put_f32(&b, 2);
     put_f32(&b, 3);
     expect_refusal(&b, h, "inputs[0].data", "either in data or as binary tensor data");
 
     /* binary_data_size in a request without the header (all of it JSON) */
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 12, "");
+    one_input(&b, "FP32", 12, "");
     expect_refusal(&b, -1, "inputs[0].parameters.binary_data_size",
                    "needs the Inference-Header-Content-Length header");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", -4, "");
+    one_input(&b, "FP32", -4, "");
     expect_refusal(&b, (long long)b.len, "inputs[0].parameters.binary_data_size", "a whole number of bytes");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP32", 12, "");
-    h = (long long)b.len;
+    h = one_input(&b, "FP32", 12, "");
     put_f32(&b, 1);
     put_f32(&b, INFINITY);
     put_f32(&b, 3);
     expect_refusal(&b, h, "inputs[0] (binary), row 0, column 1", "infinite; send NaN for a missing value");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "FP64", 24, "");
-    h = (long long)b.len;
+    h = one_input(&b, "FP64", 24, "");
     put_f64(&b, 1);
     put_f64(&b, 2);
     put_f64(&b, 1e39);
     expect_refusal(&b, h, "inputs[0] (binary), row 0, column 2", "out of range for a float");
 
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "BOOL", 3, "");
-    h = (long long)b.len;
+    h = one_input(&b, "BOOL", 3, "");
     put_le(&b, 0, 1);
     put_le(&b, 2, 1);
     put_le(&b, 1, 1);
     expect_refusal(&b, h, "inputs[0] (binary), row 0, column 1", "BOOL takes bytes 0 and 1");
 
     /* Signed and unsigned widths read exactly. */
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "INT64", 24, "");
-    h = (long long)b.len;
+    h = one_input(&b, "INT64", 24, "");
     put_le(&b, (uint64_t)-3, 8);
     put_le(&b, 1ull << 40, 8);
     put_le(&b, 0, 8);
     assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
     assert_true(x[0] == -3.0f && x[1] == 0x1p40f && x[2] == 0.0f);
     free(x);
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "UINT8", 3, "");
-    h = (long long)b.len;
+    h = one_input(&b, "UINT8", 3, "");
     put_le(&b, 255, 1);
     put_le(&b, 0, 1);
     put_le(&b, 128, 1);
     assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
     assert_true(x[0] == 255.0f && x[1] == 0.0f && x[2] == 128.0f);
     free(x);
-    cn_buf_reset(&b);
-    cn_buf_printf(&b, one, "INT8", 3, "");
-    h = (long long)b.len;
+    h = one_input(&b, "INT8", 3, "");
     put_le(&b, 0x80, 1);
     put_le(&b, 0x7f, 1);
     put_le(&b, 0xff, 1);
