@@ -407,12 +407,17 @@ static void intake_recv(struct intake *in)
 }
 
 /* Starts sending reply on the intake; the completion re-arms its receive. */
-static void intake_reply(struct intake *in, nng_msg *reply)
+static void intake_send(struct intake *in, nng_msg *reply)
 {
-    atomic_fetch_add(&in->srv->sending, 1);
     in->state = INTAKE_SEND;
     nng_aio_set_msg(in->aio, reply);
     nng_ctx_send(in->ctx, in->aio);
+}
+
+static void intake_reply(struct intake *in, nng_msg *reply)
+{
+    atomic_fetch_add(&in->srv->sending, 1);
+    intake_send(in, reply);
 }
 
 /* The method of a packed Call without unpacking it: protobuf-c writes fields in number
@@ -640,13 +645,19 @@ static void run_call(struct cn_rpc_server *s, struct slot *w, struct intake *in,
     nng_msg *reply = handle_call(s, w, in);
     nng_msg_free(in->msg);
     in->msg = NULL;
-    intake_reply(in, reply);
     /* Keep the arena from holding on to one huge call's memory. */
     if (cn_arena_used(w->arena) > (4u << 20)) {
         cn_arena_free(w->arena);
         w->arena = cn_arena_new(64 * 1024);
     }
 
+    /* The call is over before its reply leaves. Once the caller has the reply, its next
+     * call may already run on another thread, and must not count this one in the load it
+     * reports (the gateway balances on it: an inline call answered before its own count
+     * went down made a replica look busy to a sequential client, which then went to the
+     * other replica every time). `sending` goes up first, so a draining stop never sees
+     * the reply as neither running nor sending. */
+    atomic_fetch_add(&s->sending, 1);
     pthread_mutex_lock(&s->mtx);
     w->next_free = s->free_slots;
     s->free_slots = w;
@@ -659,6 +670,7 @@ static void run_call(struct cn_rpc_server *s, struct slot *w, struct intake *in,
         pthread_cond_signal(&s->work_cv);
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mtx);
+    intake_send(in, reply);
 }
 
 static void *worker_main(void *arg)
