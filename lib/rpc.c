@@ -707,9 +707,17 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&s->mtx);
     }
+    /* After a clean drain every slot is free. After a drain that ran out of time, this
+     * worker's slot may still be lent to a call on another thread (inline, or another
+     * worker): its state and arena then stay for that call, and the exiting process. */
+    bool lent = true;
+    for (struct slot *f = s->free_slots; f; f = f->next_free)
+        if (f == own)
+            lent = false;
     pthread_mutex_unlock(&s->mtx);
 
-    /* Every call has ended (stop drains first), so this worker's own slot is free. */
+    if (lent)
+        return NULL;
     if (s->opts.worker_fini)
         s->opts.worker_fini(own->state, s->opts.arg);
     cn_arena_free(own->arena);

@@ -470,6 +470,37 @@ static void test_load_excludes_answered_calls(void **state)
     assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
 }
 
+/* A drain that runs out of time leaves a call running inline with a worker's slot; that
+ * worker exits but must not finish the slot (free its arena, close its state) under it. */
+static void test_cut_drain_keeps_a_lent_slot(void **state)
+{
+    (void)state;
+    static const char *const inl[] = {"Sleep", NULL};
+    struct cn_rpc_server *s = NULL;
+    struct cn_rpc_server_opts o = {
+        .listen = "inproc://cut", .service = &echo_service.base, .workers = 1, .queue = 1,
+        .worker_init = w_init, .worker_fini = w_fini, .name = "echo", .inline_methods = inl,
+    };
+    worker_inits = worker_finis = 0;
+    assert_int_equal(cn_rpc_server_start(&s, &o), CN_OK);
+    for (int i = 0; i < 200 && __atomic_load_n(&worker_inits, __ATOMIC_SEQ_CST) == 0; i++)
+        nng_msleep(5);
+    nng_msleep(20); /* the slot joins the free list just after worker_init */
+    struct bg slow = {"inproc://cut", "Sleep", 300, 2000, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, bg_call, &slow);
+    nng_msleep(80);
+    assert_int_equal(cn_rpc_server_stop(s, 50), 1); /* still running, inline */
+    pthread_join(s->workers[0].thread, NULL);      /* the worker has left... */
+    assert_int_equal(worker_finis, 0);              /* ...without finishing the slot */
+    pthread_join(t, NULL);                          /* the call ends, using its arena */
+    nng_msleep(50);
+    /* Now nothing uses it: the test frees what the exiting process would have left. */
+    assert_non_null(s->free_slots);
+    cn_arena_free(s->workers[0].slot.arena);
+    server_free(s);
+}
+
 /* The method is read off a packed Call without unpacking it, and anything odd is "no". */
 static void test_peek_method(void **state)
 {
@@ -525,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_inline),
         cmocka_unit_test(test_load_excludes_answered_calls),
+        cmocka_unit_test(test_cut_drain_keeps_a_lent_slot),
         cmocka_unit_test(test_peek_method),
         cmocka_unit_test(test_bad_listen),
     };
