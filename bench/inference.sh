@@ -9,6 +9,8 @@
 #    request bodies (rows of fixed-seed normals rounded to 4 decimals).
 # 2. The floor: build/bench/inference_raw (bench/inference_raw.c) on that model: single-row
 #    predictions from 2 threads sharing one booster, and a 1 000-row batch from one thread.
+#    And the host's: build/bench/stalls (bench/stalls.c) spins on each CPU for 5 s and
+#    reports the gaps in which the host ran something else (this VM reports no steal).
 # 3. A throwaway stack with cairn-auth, cairn-inference and cairn-gateway (bench/lib.sh,
 #    BENCH_SERVICES="auth inference"); a user signs up, creates model `bench`, uploads the
 #    file as version 1 and points alias production at it. The answers to one row and to
@@ -19,9 +21,11 @@
 #      Inference Protocol, POST /v2/models/bench/infer;
 #    - single row at fixed rates 1 000, 2 000, 4 000 rps and 50 % of saturation:
 #      build/bench/loadgen (bench/loadgen.c: requests evenly spaced at the rate over 32
-#      keep-alive connections, latency from when each was due), p50/p99/max;
-#    - a 1 000-row batch, one client sending it back to back: p50/p99 against the raw
-#      batch time, as v1 JSON and as OIP binary tensor data (Inference-Header-Content-Length).
+#      keep-alive connections, latency from when each was due), p50/p99/max; before each,
+#      the gateway alone at the same rate (GET /healthz, no service behind it);
+#    - a 1 000-row batch, one client sending it back to back, in 5 rounds alternating with
+#      the raw batch: p50/p99 and the median ratio to raw, as v1 JSON and as OIP binary
+#      tensor data (Inference-Header-Content-Length).
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
@@ -86,6 +90,10 @@ with open(os.path.join(d, "expect.json"), "w") as f:
 PY
 RAW=$(build/bench/inference_raw "$D/model.json" -t 2 -d "$SECS" -b 1000)
 raw() { echo "$RAW" | json_field "$1"; }
+# The floor under every percentile below: how much of each CPU the host takes away while
+# nothing else runs (bench/stalls.c; this VM does not report steal time).
+cc -std=c11 -O2 -Wall -Wextra -Werror -pthread bench/stalls.c -o build/bench/stalls
+STALLS=$(stalls_line 5)
 
 # --- the stack
 BENCH_SERVICES="auth inference"
@@ -172,6 +180,8 @@ echo "| single row, 2 threads, one booster | $(raw '["single"]["per_s"]') | $(ra
 RAW_B=$(raw '["batch"]["p50_ms"]')
 echo "| 1 000-row batch, 1 thread | $(raw '["batch"]["rows_per_s"]') rows | $RAW_B ms | - |"
 echo
+echo "Host stalls, idle machine (build/bench/stalls -D 5): $STALLS."
+echo
 
 SAT_PROCS=("$GW_PID" "$INFER_PID" "$AUTH_PID" pg)
 V1=/v1/models/bench:predict
@@ -195,19 +205,23 @@ sat_row "POST $V1" $V1 "$D/singles.txt"; SAT_V1=$SAT; echo "$ROW"
 sat_row "POST $OIP (Open Inference Protocol)" $OIP "$D/oips.txt"; echo "$ROW"
 echo
 
-echo "| single row, POST $V1 | offered rps | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total |"
-echo "|---|---|---|---|---|---|---|"
+# Each rate is measured first on the gateway alone (GET /healthz, answered by the gateway
+# without a service): the same client, connections and host, so the difference is what the
+# predict adds.
+echo "| single row, POST $V1 | offered rps | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total | gateway alone (GET /healthz) p50 / p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
 half=$((SAT_V1 / 2))
 for r in $(printf '%s\n' 1000 2000 4000 "$half" | sort -n | uniq); do
   [ "$r" -gt 0 ] || continue
   label=$r; [ "$r" = "$half" ] && label="$r (50 % of saturation)"
+  alone=$(fixed_rate /healthz "$r")
   snap "$W/m0"
   out=$(fixed_rate $V1 "$r" -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
   snap "$W/m1"
   m=$(inside "$W/m0" "$W/m1")
   set -- $out $m
   LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
-  echo "| | $label | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
+  echo "| | $label | $1 | $2 | $3 | $4 | $5 / $6 / $7 | $(echo "$alone" | awk '{print $1 " / " $2}') |"
 done
 snap "$W/m0"
 out=$(sequential $V1 -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
@@ -218,23 +232,38 @@ LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
 echo "| | one client back to back ($(echo "$4" | cut -d/ -f2) in ${SECS} s) | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
 echo
 
-# The host's speed drifts within a run (the raw batch has measured 1.3 ms and 2.3 ms ten
-# minutes apart), so each batch row is compared with a raw batch measured just before it.
-BATCH_HEAD="| p50 ms | p99 ms | max ms | 2xx/total | raw p50 just before | p50 / raw p50 | mean ms in cairn-inference: queue / XGBoost / total |
+# The host's speed drifts within a run (the raw batch has measured 1.3 ms and 2.3 ms a
+# minute apart), so each batch row alternates with the raw batch: BATCH_ROUNDS rounds of
+# one second of raw XGBoost, then SECS / BATCH_ROUNDS seconds (at least 2) of the row.
+# p50 / raw is the median over the rounds of (the round's p50 / the raw p50 just before).
+BATCH_ROUNDS=5
+BATCH_HEAD="| p50 ms | p99 ms | max ms | 2xx/total | raw p50, median of rounds | p50 / raw p50, median of rounds | mean ms in cairn-inference: queue / XGBoost / total |
 |---|---|---|---|---|---|---|---|"
 batch_row() { # LABEL [PATH BODY header...] -> ROW (default: the JSON batch to v1 predict)
-  local out m label=$1 path=${2:-$V1} body=${3:-$D/batch.json}
+  local out m label=$1 path=${2:-$V1} body=${3:-$D/batch.json} logs=() raws=() p50s=()
   shift; shift 2 2>/dev/null || true
   [ $# -gt 0 ] || set -- -H 'content-type: application/json'
-  local raw_now
-  raw_now=$(build/bench/inference_raw "$D/model.json" -t 1 -d 2 -b 1000 | json_field '["batch"]["p50_ms"]')
+  local secs=$((SECS / BATCH_ROUNDS)) k r
+  [ "$secs" -ge 2 ] || secs=2
   snap "$W/m0"
-  out=$(sequential "$path" -d "$body" "$@" "${auth[@]}")
+  for k in $(seq $BATCH_ROUNDS); do
+    raws+=("$(build/bench/inference_raw "$D/model.json" -t 1 -d 1 -b 1000 | json_field '["batch"]["p50_ms"]')")
+    logs+=("$(mktemp "$W/h2seq.XXXXXX")")
+    r=$(SEQ_LOG=${logs[-1]} SEQ_SECS=$secs sequential "$path" -d "$body" "$@" "${auth[@]}")
+    p50s+=("${r%% *}")
+  done
   snap "$W/m1"
+  out=$(h2_percentiles "${logs[@]}")
   m=$(inside "$W/m0" "$W/m1")
-  set -- "$label" $out $m
+  local ratios
+  ratios=$($py -c "
+import statistics, sys
+raw = [float(x) for x in sys.argv[1].split()]; p = [float(x) for x in sys.argv[2].split()]
+print(f'{statistics.median(raw):.3f} {statistics.median(a / b for a, b in zip(p, raw)):.2f}x')" \
+    "${raws[*]}" "${p50s[*]}")
+  set -- "$label" $out $m $ratios
   LOG_W=$((LOG_W + ${10})) LOG_D=$((LOG_D + ${11}))
-  ROW="| $1 | $2 | $3 | $4 | $5 | $raw_now | $($py -c "print(f'{$2/$raw_now:.2f}x')") | $6 / $7 / $8 |"
+  ROW="| $1 | $2 | $3 | $4 | $5 | ${13} | ${14} | $6 / $7 / $8 |"
 }
 echo "| 1 000-row batch, one client back to back $BATCH_HEAD"
 batch_row "POST $V1 ($(wc -c <"$D/batch.json") bytes of JSON)"; echo "$ROW"

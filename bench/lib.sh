@@ -141,10 +141,11 @@ d = json.load(sys.stdin)
 print("%.2f %.2f %.2f %d/%d" % (d["p50_ms"], d["p99_ms"], d["max_ms"], d["ok"], d["counted"] + d["unanswered"]))'
 }
 
+# h2_percentiles LOG... -> "p50 p99 max ok/total" (ms) over the requests of h2load logs.
 h2_percentiles() {
-  /usr/bin/python3 - "$1" <<'PY'
+  /usr/bin/python3 - "$@" <<'PY'
 import sys
-rows=[l.split('\t') for l in open(sys.argv[1]) if l.strip()]
+rows=[l.split('\t') for f in sys.argv[1:] for l in open(f) if l.strip()]
 lat=sorted(int(r[2])/1000 for r in rows)
 ok=sum(1 for r in rows if r[1].startswith('2'))
 def pct(p): return lat[min(len(lat)-1,int(p*len(lat)))] if lat else float('nan')
@@ -195,11 +196,22 @@ saturate_procs() {
 }
 
 # sequential PATH [h2load args] -> "p50 p99 max ok/total" (ms): one client, one request
-# at a time, for SECS seconds.
+# at a time, for SECS seconds (SEQ_SECS overrides). SEQ_LOG, when set, names the file
+# for h2load's per-request log.
 sequential() {
   local path=$1 log; shift
-  log=$(mktemp "$W/h2seq.XXXXXX")
-  h2load --h1 -c 1 -D "$SECS" --warm-up-time=1 --log-file="$log" "$@" "$base$path" \
+  log=${SEQ_LOG:-$(mktemp "$W/h2seq.XXXXXX")}
+  h2load --h1 -c 1 -D "${SEQ_SECS:-$SECS}" --warm-up-time=1 --log-file="$log" "$@" "$base$path" \
     >"$log.out" 2>&1 || true
   h2_percentiles "$log"
+}
+
+# stalls_line [SECONDS] -> one sentence: how often the host takes each CPU away
+# (bench/stalls.c), to be run while nothing else is.
+stalls_line() {
+  build/bench/stalls -D "${1:-5}" | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("; ".join("CPU %d lost %.1f ms/s in %.1f gaps/s over %g ms (longest %.1f ms)"
+                % (c["cpu"], c["lost_ms_per_s"], c["gaps_per_s"], d["gap_ms"], c["worst_ms"]) for c in d["cpus"]))'
 }
