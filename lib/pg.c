@@ -236,7 +236,7 @@ int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *c
     return call_failed(pg, res);
 }
 
-int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t len)
+int cn_pg_copy_begin(struct cn_pg *pg, const char *sql)
 {
     PGresult *res;
     int rc;
@@ -247,20 +247,40 @@ int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t le
     if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
         return call_failed(pg, res);
     PQclear(res);
-    /* In pieces: PQputCopyData takes an int length. A failed send shows in the result. */
-    bool sent = true;
-    for (size_t off = 0; sent && off < len; off += 1u << 20) {
-        size_t n = len - off < (1u << 20) ? len - off : (1u << 20);
-        sent = PQputCopyData(pg->conn, data + off, (int)n) == 1;
-    }
-    /* A send or end that fails leaves the connection mid-COPY: it cannot be used again. */
-    if (!sent || PQputCopyEnd(pg->conn, NULL) != 1) {
-        set_error(pg, NULL, PQerrorMessage(pg->conn));
-        drop(pg);
+    return CN_OK;
+}
+
+/* A send that fails leaves the connection mid-COPY: it cannot be used again. */
+static int copy_broken(struct cn_pg *pg)
+{
+    set_error(pg, NULL, PQerrorMessage(pg->conn));
+    drop(pg);
+    return CN_EUNAVAIL;
+}
+
+int cn_pg_copy_put(struct cn_pg *pg, const char *data, size_t len)
+{
+    if (pg->conn == NULL)
         return CN_EUNAVAIL;
+    /* In pieces: PQputCopyData takes an int length. */
+    for (size_t off = 0; off < len; off += 1u << 20) {
+        size_t n = len - off < (1u << 20) ? len - off : (1u << 20);
+        if (PQputCopyData(pg->conn, data + off, (int)n) != 1)
+            return copy_broken(pg);
     }
-    res = PQgetResult(pg->conn);
-    PGresult *more;
+    /* libpq holds back up to 8 KiB; a streamed COPY wants the server to have it now. */
+    if (PQflush(pg->conn) != 0)
+        return copy_broken(pg);
+    return CN_OK;
+}
+
+int cn_pg_copy_end(struct cn_pg *pg)
+{
+    if (pg->conn == NULL)
+        return CN_EUNAVAIL;
+    if (PQputCopyEnd(pg->conn, NULL) != 1)
+        return copy_broken(pg);
+    PGresult *res = PQgetResult(pg->conn), *more;
     while ((more = PQgetResult(pg->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(more);
         PQclear(more);
@@ -277,6 +297,16 @@ int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t le
         return CN_OK;
     }
     return call_failed(pg, res);
+}
+
+int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t len)
+{
+    int rc = cn_pg_copy_begin(pg, sql);
+    if (rc == CN_OK)
+        rc = cn_pg_copy_put(pg, data, len);
+    if (rc == CN_OK)
+        rc = cn_pg_copy_end(pg);
+    return rc;
 }
 
 /* Before a call: a connection that went away is dropped, one is made (or CN_EUNAVAIL

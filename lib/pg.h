@@ -34,6 +34,15 @@ int cn_pg_exec_bin(struct cn_pg *pg, const char *sql, int nparams, const char *c
  * line a row, tab-separated, \N for NULL). Returns 0, CN_EUNAVAIL or CN_EDB as cn_pg_exec
  * (a row the server refuses fails the whole COPY). */
 int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t len);
+/* The same COPY streamed over time: cn_pg_copy_begin runs sql; each cn_pg_copy_put sends
+ * data to the server at once (it parses rows as they come, committing nothing); and
+ * cn_pg_copy_end commits every row put since the begin, or none. Between begin and end
+ * the handle is for nothing else. A put or end that cannot reach the server drops the
+ * connection (CN_EUNAVAIL); a refused row fails the end (CN_EDB). An abandoned COPY ends
+ * with the connection (cn_pg_free): nothing of it is committed. */
+int cn_pg_copy_begin(struct cn_pg *pg, const char *sql);
+int cn_pg_copy_put(struct cn_pg *pg, const char *data, size_t len);
+int cn_pg_copy_end(struct cn_pg *pg);
 /* Convenience: BEGIN / COMMIT / ROLLBACK. */
 int cn_pg_begin(struct cn_pg *pg);
 int cn_pg_commit(struct cn_pg *pg);

@@ -1,7 +1,8 @@
 /* inference_db_log.c — all SQL of the prediction log and of the live drift counts
  * (tables inference.predictions and inference.drift_counts, migrations/001_init.sql).
  *
- *   infer_db_log_insert   one COPY per batch of logged predictions
+ *   infer_db_log_begin/put/end   one COPY per batch of logged predictions, streamed as
+ *                                they come (infer_db_log_insert: all at once)
  *   infer_db_drift_add    one upsert per (model, version) and flush, adding element-wise
  *   infer_db_drift_sum    a window of minutes summed per feature, for the drift report
  *
@@ -49,13 +50,8 @@ static void copy_str(struct cn_buf *b, const char *s)
 /* One COPY line per entry: parsing and planning a multi-row INSERT with ten parameters a
  * row cost the database more than the rows themselves; COPY's text format is the
  * cheapest way in. The JSON text is written here, on the log's thread. */
-int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+static void rows_text(struct cn_buf *b, struct infer_log_entry *const *rows, size_t n)
 {
-    struct cn_buf b = {0};
-    int rc;
-
-    if (n == 0 || n > LOG_MAX_ROWS)
-        return CN_EINVAL;
     for (size_t i = 0; i < n; i++) {
         const struct infer_log_entry *e = rows[i];
         time_t sec = (time_t)(e->at_ms / 1000);
@@ -64,30 +60,59 @@ int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, s
 
         gmtime_r(&sec, &tm);
         strftime(at, sizeof at, "%Y-%m-%d %H:%M:%S", &tm);
-        copy_str(&b, e->request_id);
-        cn_buf_printf(&b, "\t%s.%03d+00\t", at, (int)(e->at_ms % 1000));
-        copy_str(&b, e->model);
-        cn_buf_printf(&b, "\t%d\t", e->version);
-        copy_str(&b, e->variant);
-        cn_buf_putc(&b, '\t');
+        copy_str(b, e->request_id);
+        cn_buf_printf(b, "\t%s.%03d+00\t", at, (int)(e->at_ms % 1000));
+        copy_str(b, e->model);
+        cn_buf_printf(b, "\t%d\t", e->version);
+        copy_str(b, e->variant);
+        cn_buf_putc(b, '\t');
         if (e->x != NULL)
-            infer_rows_text(&b, e->x, e->nrows, e->ncols); /* JSON numbers: nothing to escape */
+            infer_rows_text(b, e->x, e->nrows, e->ncols); /* JSON numbers: nothing to escape */
         else
-            cn_buf_puts(&b, "\\N");
-        cn_buf_putc(&b, '\t');
+            cn_buf_puts(b, "\\N");
+        cn_buf_putc(b, '\t');
         if (e->pred != NULL)
-            infer_preds_text(&b, e->pred, e->nrows, e->outputs);
+            infer_preds_text(b, e->pred, e->nrows, e->outputs);
         else
-            cn_buf_puts(&b, "\\N");
-        cn_buf_printf(&b, "\t%d\t%s\t", e->latency_us, e->ok ? "ok" : "error");
-        copy_str(&b, e->error);
-        cn_buf_putc(&b, '\n');
+            cn_buf_puts(b, "\\N");
+        cn_buf_printf(b, "\t%d\t%s\t", e->latency_us, e->ok ? "ok" : "error");
+        copy_str(b, e->error);
+        cn_buf_putc(b, '\n');
     }
-    rc = cn_pg_copy_in(pg,
-                       "COPY inference.predictions(request_id, at, model, version, variant, inputs, outputs, "
-                       "latency_us, status, error) FROM STDIN",
-                       b.data, b.len);
+}
+
+int infer_db_log_begin(struct cn_pg *pg)
+{
+    return cn_pg_copy_begin(pg, "COPY inference.predictions(request_id, at, model, version, variant, inputs, "
+                                "outputs, latency_us, status, error) FROM STDIN");
+}
+
+int infer_db_log_put(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+{
+    struct cn_buf b = {0};
+    int rc;
+
+    if (n == 0)
+        return CN_OK;
+    rows_text(&b, rows, n);
+    rc = cn_pg_copy_put(pg, b.data, b.len);
     cn_buf_free(&b);
+    return rc;
+}
+
+int infer_db_log_end(struct cn_pg *pg) { return cn_pg_copy_end(pg); }
+
+int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+{
+    int rc;
+
+    if (n == 0 || n > LOG_MAX_ROWS)
+        return CN_EINVAL;
+    rc = infer_db_log_begin(pg);
+    if (rc == CN_OK)
+        rc = infer_db_log_put(pg, rows, n);
+    if (rc == CN_OK)
+        rc = infer_db_log_end(pg);
     return rc;
 }
 

@@ -61,6 +61,12 @@ void infer_log_flush_now(void);
  * CN_EUNAVAIL (database unreachable: retry later) or CN_EDB (the statement was refused,
  * e.g. a string that is not valid UTF-8: retrying the same rows will not help). */
 int infer_db_log_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n);
+/* The same COPY streamed: begin opens it, each put formats and sends n entries (the
+ * server parses them as they come), end commits every entry put since the begin, or none.
+ * Same returns as infer_db_log_insert; a refused entry fails the end. */
+int infer_db_log_begin(struct cn_pg *pg);
+int infer_db_log_put(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n);
+int infer_db_log_end(struct cn_pg *pg);
 
 /* Adds live bin counts to inference.drift_counts for (model, version, minute_s), element
  * by element onto what other replicas already wrote for that minute. Row i is feature

@@ -2,7 +2,8 @@
  * is bounded and a full one drops and counts without blocking, every entry is freed
  * (ASan), the writer batches in order, keeps rows queued while the database is down and
  * writes them when it is back, isolates a row the database refuses, and stop drains
- * within its deadline. The insert is faked through the file's seam; with CAIRN_PG_DSN
+ * within its deadline, streams rows into an open COPY before it commits, and sends a
+ * COPY lost midway again whole. The database side is faked through the file's seam; with CAIRN_PG_DSN
  * set (scripts/stack) one case writes real rows to inference.predictions and reads them
  * back, else it skips. Includes the .c to reach the queue.
  */
@@ -22,20 +23,62 @@ extern const unsigned inference_migrations_count;
 
 /* --- helpers --- */
 
-/* What the fake insert saw; it runs on the writer thread. */
+/* What the fake database saw; it runs on the writer thread. A COPY is begin, puts, end. */
 static struct {
     pthread_mutex_t mu;
-    int entered;     /* calls begun */
-    int calls;       /* calls done */
-    int batches[64]; /* size of each call that succeeded */
+    int entered;     /* ends begun */
+    int calls;       /* COPYs over: committed, refused, or failed to begin or send */
+    int batches[64]; /* rows of each COPY that committed */
     int nbatches;
-    char ids[256][129]; /* request ids written, in order */
+    char ids[256][129]; /* request ids committed, in order */
     int nids;
-    int unavailable;  /* the next calls fail with CN_EUNAVAIL */
-    int64_t sleep_ms; /* each call takes this long */
+    char pending[256][129]; /* request ids put into the open COPY */
+    int npending;
+    int puts;         /* puts that succeeded */
+    int put_rows;     /* rows those puts sent */
+    int unavailable;  /* the next begins fail with CN_EUNAVAIL */
+    int put_fail;     /* the next puts fail with CN_EUNAVAIL (the connection is lost) */
+    int64_t sleep_ms; /* each end takes this long */
 } fake = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static int fake_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+static int fake_begin(struct cn_pg *pg)
+{
+    int rc = CN_OK;
+
+    (void)pg;
+    pthread_mutex_lock(&fake.mu);
+    if (fake.unavailable > 0) {
+        fake.unavailable--;
+        fake.calls++;
+        rc = CN_EUNAVAIL;
+    }
+    fake.npending = 0;
+    pthread_mutex_unlock(&fake.mu);
+    return rc;
+}
+
+static int fake_put(struct cn_pg *pg, struct infer_log_entry *const *rows, size_t n)
+{
+    int rc = CN_OK;
+
+    (void)pg;
+    pthread_mutex_lock(&fake.mu);
+    if (fake.put_fail > 0) {
+        fake.put_fail--;
+        fake.calls++;
+        fake.npending = 0;
+        rc = CN_EUNAVAIL;
+    } else {
+        fake.puts++;
+        fake.put_rows += (int)n;
+        for (size_t i = 0; i < n && fake.npending < 256; i++)
+            snprintf(fake.pending[fake.npending++], sizeof fake.pending[0], "%s", rows[i]->request_id);
+    }
+    pthread_mutex_unlock(&fake.mu);
+    return rc;
+}
+
+static int fake_end(struct cn_pg *pg)
 {
     int rc = CN_OK;
 
@@ -49,24 +92,40 @@ static int fake_insert(struct cn_pg *pg, struct infer_log_entry *const *rows, si
     }
     pthread_mutex_lock(&fake.mu);
     fake.calls++;
-    if (fake.unavailable > 0) {
-        fake.unavailable--;
-        rc = CN_EUNAVAIL;
-        goto out;
-    }
-    /* The database refuses any statement with a row named "bad". */
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(rows[i]->request_id, "bad") == 0) {
+    /* The database refuses any COPY with a row named "bad". */
+    for (int i = 0; i < fake.npending; i++)
+        if (strcmp(fake.pending[i], "bad") == 0) {
             rc = CN_EDB;
             goto out;
         }
     if (fake.nbatches < 64)
-        fake.batches[fake.nbatches++] = (int)n;
-    for (size_t i = 0; i < n && fake.nids < 256; i++)
-        snprintf(fake.ids[fake.nids++], sizeof fake.ids[0], "%s", rows[i]->request_id);
+        fake.batches[fake.nbatches++] = fake.npending;
+    for (int i = 0; i < fake.npending && fake.nids < 256; i++)
+        memcpy(fake.ids[fake.nids++], fake.pending[i], sizeof fake.ids[0]);
 out:
+    fake.npending = 0;
     pthread_mutex_unlock(&fake.mu);
     return rc;
+}
+
+static int fake_put_rows(void)
+{
+    int n;
+
+    pthread_mutex_lock(&fake.mu);
+    n = fake.put_rows;
+    pthread_mutex_unlock(&fake.mu);
+    return n;
+}
+
+/* Waits up to 5 s for the writer to have sent n rows into COPYs. */
+static void wait_put(int n)
+{
+    for (int i = 0; i < 500 && fake_put_rows() < n; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(fake_put_rows(), n);
 }
 
 static int fake_ids(void)
@@ -119,9 +178,12 @@ static int setup(void **state)
     (void)state;
     pthread_mutex_lock(&fake.mu);
     fake.entered = fake.calls = fake.nbatches = fake.nids = fake.unavailable = 0;
+    fake.npending = fake.puts = fake.put_rows = fake.put_fail = 0;
     fake.sleep_ms = 0;
     pthread_mutex_unlock(&fake.mu);
-    insert_rows = fake_insert;
+    sink.begin = fake_begin;
+    sink.put = fake_put;
+    sink.end = fake_end;
     pthread_once(&metrics_once, metrics_init);
     return 0;
 }
@@ -130,7 +192,9 @@ static int teardown(void **state)
 {
     (void)state;
     infer_log_stop(0);
-    insert_rows = infer_db_log_insert;
+    sink.begin = infer_db_log_begin;
+    sink.put = infer_db_log_put;
+    sink.end = infer_db_log_end;
     return 0;
 }
 
@@ -246,6 +310,67 @@ static void a_partial_batch_goes_after_flush_ms(void **state)
     assert_int_equal(fake.batches[0], 2);
 }
 
+static void rows_are_sent_before_their_copy_commits(void **state)
+{
+    int64_t t0;
+
+    (void)state;
+    /* Batches of 100, committed only on a flush: what is sent before is streamed. */
+    assert_int_equal(infer_log_start("", 100, 100, 100000), CN_OK);
+    infer_log_push(entry("a"));
+    infer_log_push(entry("b"));
+    infer_log_push(entry("c"));
+    wait_put(3);
+    assert_int_equal(fake_ids(), 0);
+    assert_int_equal(queued(), 3);
+    /* Rows pushed while the COPY is open follow within a few STREAM_MS, unasked. */
+    t0 = cn_mono_ms();
+    infer_log_push(entry("d"));
+    infer_log_push(entry("e"));
+    wait_put(5);
+    assert_true(cn_mono_ms() - t0 < 1000);
+    assert_int_equal(fake_ids(), 0);
+    assert_int_equal(queued(), 5);
+    pthread_mutex_lock(&fake.mu);
+    assert_true(fake.puts >= 2);
+    assert_int_equal(fake.entered, 0);
+    pthread_mutex_unlock(&fake.mu);
+    infer_log_flush_now();
+    wait_written(5);
+    assert_int_equal(fake.nbatches, 1);
+    assert_int_equal(fake.batches[0], 5);
+    assert_string_equal(fake.ids[0], "a");
+    assert_string_equal(fake.ids[4], "e");
+    assert_int_equal(queued(), 0);
+}
+
+static void a_copy_lost_midway_is_sent_again_whole(void **state)
+{
+    double errors = cn_series_value(m.errors);
+
+    (void)state;
+    assert_int_equal(infer_log_start("", 100, 5, 100000), CN_OK);
+    infer_log_push(entry("a"));
+    infer_log_push(entry("b"));
+    infer_log_push(entry("c"));
+    wait_put(3);
+    /* The connection breaks on the next send: a, b and c were not committed either. */
+    pthread_mutex_lock(&fake.mu);
+    fake.put_fail = 1;
+    pthread_mutex_unlock(&fake.mu);
+    infer_log_push(entry("d"));
+    infer_log_push(entry("e"));
+    wait_written(5); /* after the 100 ms backoff, one COPY of all five fills the batch */
+    assert_int_equal(fake.nbatches, 1);
+    assert_int_equal(fake.batches[0], 5);
+    for (int i = 0; i < 5; i++) {
+        char id[2] = {(char)('a' + i), '\0'};
+        assert_string_equal(fake.ids[i], id);
+    }
+    assert_true(cn_series_value(m.errors) == errors + 1);
+    assert_int_equal(queued(), 0);
+}
+
 static void rows_wait_while_the_database_is_down(void **state)
 {
     double errors = cn_series_value(m.errors), full = cn_series_value(m.full);
@@ -278,7 +403,7 @@ static void a_refused_row_costs_only_itself(void **state)
     infer_log_push(entry("c"));
     infer_log_push(entry("d"));
     wait_written(3);
-    /* One batch try, then a, bad, c, d one by one. */
+    /* One COPY, then a, bad, c, d one by one. */
     assert_int_equal(fake.calls, 5);
     assert_string_equal(fake.ids[0], "a");
     assert_string_equal(fake.ids[1], "c");
@@ -326,7 +451,9 @@ static void rows_reach_postgres(void **state)
     (void)state;
     if (dsn == NULL || dsn[0] == '\0')
         skip();
-    insert_rows = infer_db_log_insert;
+    sink.begin = infer_db_log_begin;
+    sink.put = infer_db_log_put;
+    sink.end = infer_db_log_end;
     assert_int_equal(
         cn_pg_migrate(dsn, "inference", inference_migrations, inference_migrations_count, 10000),
         CN_OK);
@@ -387,6 +514,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(pushing_never_waits_for_the_database, setup, teardown),
         cmocka_unit_test_setup_teardown(the_writer_batches_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_partial_batch_goes_after_flush_ms, setup, teardown),
+        cmocka_unit_test_setup_teardown(rows_are_sent_before_their_copy_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_copy_lost_midway_is_sent_again_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(rows_wait_while_the_database_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(a_refused_row_costs_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_drains_within_its_deadline, setup, teardown),
