@@ -20,6 +20,7 @@ struct gw_conf {
     int64_t port;
     const char *admin;
     int64_t threads;
+    const char *cpus;             /* CAIRN_CPUS: the CPUs every thread runs on ("" = all) */
     int64_t max_body;
     const char *tls_cert;
     const char *tls_key;

@@ -19,6 +19,7 @@
 #include "admin.h"
 #include "apikeys.h"
 #include "authn.h"
+#include "cpus.h"
 #include "buf.h"
 #include "conf.h"
 #include "config.h"
@@ -40,7 +41,10 @@ static const struct cn_conf_def conf_defs[] = {
     CN_CONF(struct gw_conf, admin, "CAIRN_GATEWAY_ADMIN", CN_CONF_STR, "127.0.0.1:9100", 0, 0,
             "admin host:port (/healthz, /readyz, /metrics)"),
     CN_CONF(struct gw_conf, threads, "CAIRN_THREADS", CN_CONF_INT, "0", 0, 256,
-            "event-loop threads (0 = one per core)"),
+            "event-loop threads (0 = one per CPU it may run on)"),
+    CN_CONF(struct gw_conf, cpus, "CAIRN_CPUS", CN_CONF_STR, "", 0, 0,
+            "CPUs every thread runs on, as taskset -c writes them (\"0\", \"2-3\"); default: all the "
+            "process may use"),
     CN_CONF(struct gw_conf, max_body, "CAIRN_MAX_BODY_BYTES", CN_CONF_INT, "1048576", 1024, 1073741824,
             "largest request body accepted (413 above)"),
     CN_CONF(struct gw_conf, tls_cert, "CAIRN_TLS_CERT", CN_CONF_STR, "", 0, 0,
@@ -176,10 +180,13 @@ int main(int argc, char **argv)
         return 2;
     }
     cn_log_init("gateway", lvl);
-    if (gw_conf.threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        gw_conf.threads = n > 0 ? n : 1;
+    /* Before any thread starts (nng's, the loops', the JWKS refresher): they inherit it. */
+    if (cn_cpus_apply(gw_conf.cpus, err, sizeof err) != CN_OK) {
+        fprintf(stderr, "cairn-gateway: CAIRN_CPUS: %s\n", err);
+        return 2;
     }
+    if (gw_conf.threads == 0)
+        gw_conf.threads = cn_cpu_count();
     cn_conf_dump("cairn-gateway", conf_defs, CN_ARRAY_LEN(conf_defs), &gw_conf);
     if (gw_ratelimit_init(gw_conf.redis_addr) != CN_OK) {
         fprintf(stderr, "cairn-gateway: CAIRN_REDIS_ADDR: expected host:port, got '%s'\n", gw_conf.redis_addr);

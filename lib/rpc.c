@@ -38,6 +38,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "arena.h"
+#include "cpus.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -785,8 +786,7 @@ int cn_rpc_server_start(struct cn_rpc_server **out, const struct cn_rpc_server_o
     s->opts = *opts;
     if (s->opts.inline_max == 0)
         s->opts.inline_max = CN_RPC_INLINE_MAX_DEFAULT;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    s->inline_cap = cores > 0 ? (int)cores : 1;
+    s->inline_cap = cn_cpu_count();
     pthread_mutex_init(&s->mtx, NULL);
     pthread_cond_init(&s->work_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);

@@ -28,12 +28,13 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "cpus.h"
 #include "err.h"
 #include "log.h"
 #include "rpc.h"
 #include "util.h"
 
-#define NCOMMON 8
+#define NCOMMON 9
 #define READY_CACHE_MS 1000
 #define STOP_SLACK_MS 800 /* of the 1 s beyond drain_ms: the rest is for fini */
 #define MIGRATE_WAIT_MS 30000
@@ -75,7 +76,7 @@ static void common_table(const struct cn_svc *svc)
     snprintf(names.listen_def, sizeof names.listen_def, "tcp://127.0.0.1:%d", svc->rpc_port);
     snprintf(names.admin_def, sizeof names.admin_def, "127.0.0.1:%d", svc->admin_port);
     snprintf(names.workers_def, sizeof names.workers_def, "%d",
-             svc->workers > 0 ? svc->workers : 4);
+             (svc->workers > 0 ? svc->workers : 4) + svc->workers_per_cpu * cn_cpu_count());
 
     struct cn_conf_def defs[NCOMMON] = {
         CN_CONF(struct cn_svc_common, listen, names.listen, CN_CONF_STR, names.listen_def, 0, 0,
@@ -96,6 +97,9 @@ static void common_table(const struct cn_svc *svc)
                 "how long SIGTERM waits for calls in flight, in ms"),
         CN_CONF(struct cn_svc_common, admin_faults, "CAIRN_ADMIN_FAULTS", CN_CONF_BOOL, "0", 0, 0,
                 "serve PUT/GET/DELETE /faults on the admin port (fault injection, for tests only)"),
+        CN_CONF(struct cn_svc_common, cpus, "CAIRN_CPUS", CN_CONF_STR, "", 0, 0,
+                "CPUs every thread runs on, as taskset -c writes them (\"1\", \"2-3\"); "
+                "default: all the process may use"),
     };
     memcpy(names.defs, defs, sizeof defs);
 }
@@ -248,6 +252,13 @@ int cn_svc_main(struct cn_svc *svc, int argc, char **argv)
 
     snprintf(prog, sizeof prog, "cairn-%s", svc->name);
     cn_log_init(svc->name, CN_LOG_INFO);
+    /* Before anything starts a thread, and before the per-CPU defaults are counted. The
+     * table below lists it for --help and the settings dump. */
+    char cpus_err[256];
+    if (cn_cpus_apply(getenv("CAIRN_CPUS"), cpus_err, sizeof cpus_err) != CN_OK) {
+        fprintf(stderr, "%s: CAIRN_CPUS: %s\n", prog, cpus_err);
+        return 2;
+    }
     common_table(svc);
 
     if (argc > 1) {

@@ -11,13 +11,16 @@
  * Common settings, for a service named "auth" (NAME upper-cased):
  *   CAIRN_AUTH_LISTEN    nng address to serve on (default tcp://127.0.0.1:<rpc_port>)
  *   CAIRN_AUTH_ADMIN     admin HTTP host:port (default 127.0.0.1:<admin_port>)
- *   CAIRN_AUTH_WORKERS   RPC worker threads (default svc->workers, or 4 when that is 0)
+ *   CAIRN_AUTH_WORKERS   RPC worker threads (default svc->workers, or 4 when that is 0,
+ *                        plus svc->workers_per_cpu for each CPU it may run on)
  *   CAIRN_AUTH_QUEUE     calls that may wait for a worker before shedding (default 64)
  *   CAIRN_PG_DSN         PostgreSQL connection string (default host=127.0.0.1 port=5432 dbname=cairn user=cairn)
  *   CAIRN_LOG_LEVEL      debug|info|warn|error (default info)
  *   CAIRN_DRAIN_MS       how long SIGTERM waits for calls in flight (default 10000)
  *   CAIRN_ADMIN_FAULTS   1 = serve /faults on the admin port (fault injection for tests;
  *                        admin.h), default 0
+ *   CAIRN_CPUS           CPUs every thread runs on, as taskset -c writes them (cpus.h);
+ *                        applied before anything else starts, default: all it may use
  */
 #ifndef CN_SVC_H
 #define CN_SVC_H
@@ -39,6 +42,7 @@ struct cn_svc_common {
     const char *log_level;
     int64_t drain_ms;
     bool admin_faults;
+    const char *cpus;
 };
 
 /* Per-worker state handed to handlers as call->worker. */
@@ -51,6 +55,7 @@ struct cn_svc {
     const char *name;                 /* "auth": binary cairn-auth, schema auth */
     int rpc_port, admin_port;         /* defaults, e.g. 7101 and 9101 */
     int workers;                      /* default worker threads; 0 = 4 */
+    int workers_per_cpu;              /* plus this many per CPU it may run on (CAIRN_CPUS) */
     ProtobufCService *service;
     const struct cn_migration *migrations;
     unsigned nmigrations;

@@ -6,7 +6,7 @@
  * file (inference_model.c): it is dispatched before anything else starts, so the child
  * never reads settings, opens Postgres or starts a thread.
  *
- * Workers default to the number of cores plus two: prediction is CPU-bound (one booster
+ * Workers default to one per CPU it may run on (CAIRN_CPUS) plus two: prediction is CPU-bound (one booster
  * call per worker, nthread=1), and the two extra keep serving at full speed while
  * registry calls wait on Postgres or on a validating child.
  */
@@ -30,14 +30,14 @@ struct cn_svc infer_svc = {
      * than hand it to a worker (lib/rpc.c, "Inline calls"). Batches over 64 KiB still go
      * to the workers, so a long one never holds up nng's own threads. */
     .inline_methods = (const char *const[]){"Predict", "Infer", NULL},
+    .workers = 2,
+    .workers_per_cpu = 1,
 };
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "__validate-model") == 0)
         return infer_model_validate_main(argc, argv);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    infer_svc.workers = (int)(cores > 0 ? cores : 1) + 2;
     infer_svc.nmigrations = inference_migrations_count;
     infer_svc.nconf = infer_conf_ndefs;
     return cn_svc_main(&infer_svc, argc, argv);
