@@ -29,6 +29,9 @@
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
+# 5. Placed: a new cairn-inference with CAIRN_CPUS=1 and a new gateway with CAIRN_CPUS=0 in
+#    front of it (lib/cpus.h), the first pair stopped, every prediction logged: saturation,
+#    fixed rates 1 000-4 000 rps, one client back to back, the binary batch.
 # Prints markdown tables; bench/RESULTS.md keeps the figures with this command. The
 # machine has 2 cores shared by load generator and servers: read the figures as a
 # comparison between rows of the same run, not as the capacity of a real host.
@@ -208,28 +211,37 @@ echo
 # Each rate is measured first on the gateway alone (GET /healthz, answered by the gateway
 # without a service): the same client, connections and host, so the difference is what the
 # predict adds.
-echo "| single row, POST $V1 | offered rps | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total | gateway alone (GET /healthz) p50 / p99 ms |"
-echo "|---|---|---|---|---|---|---|---|"
-half=$((SAT_V1 / 2))
-for r in $(printf '%s\n' 1000 2000 4000 "$half" | sort -n | uniq); do
-  [ "$r" -gt 0 ] || continue
-  label=$r; [ "$r" = "$half" ] && label="$r (50 % of saturation)"
-  alone=$(fixed_rate /healthz "$r")
+RATE_HEAD="| offered rps | p50 ms | p99 ms | max ms | 2xx/total | mean ms in cairn-inference: queue / XGBoost / total | gateway alone (GET /healthz) p50 / p99 ms |
+|---|---|---|---|---|---|---|---|"
+rate_row() { # RATE LABEL -> ROW
+  local alone out m
+  alone=$(fixed_rate /healthz "$1")
   snap "$W/m0"
-  out=$(fixed_rate $V1 "$r" -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
+  out=$(fixed_rate $V1 "$1" -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
+  snap "$W/m1"
+  m=$(inside "$W/m0" "$W/m1")
+  set -- "$2" $out $m $alone
+  LOG_W=$((LOG_W + ${10})) LOG_D=$((LOG_D + ${11}))
+  ROW="| | $1 | $2 | $3 | $4 | $5 | $6 / $7 / $8 | ${13} / ${14} |"
+}
+seq_row() { # -> ROW: one client back to back
+  local out m
+  snap "$W/m0"
+  out=$(sequential $V1 -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
   snap "$W/m1"
   m=$(inside "$W/m0" "$W/m1")
   set -- $out $m
   LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
-  echo "| | $label | $1 | $2 | $3 | $4 | $5 / $6 / $7 | $(echo "$alone" | awk '{print $1 " / " $2}') |"
+  ROW="| | one client back to back ($(echo "$4" | cut -d/ -f2) in ${SECS} s) | $1 | $2 | $3 | $4 | $5 / $6 / $7 | - |"
+}
+echo "| single row, POST $V1 $RATE_HEAD"
+half=$((SAT_V1 / 2))
+for r in $(printf '%s\n' 1000 2000 4000 "$half" | sort -n | uniq); do
+  [ "$r" -gt 0 ] || continue
+  label=$r; [ "$r" = "$half" ] && label="$r (50 % of saturation)"
+  rate_row "$r" "$label"; echo "$ROW"
 done
-snap "$W/m0"
-out=$(sequential $V1 -d "$D/single.json" -H 'content-type: application/json' "${auth[@]}")
-snap "$W/m1"
-m=$(inside "$W/m0" "$W/m1")
-set -- $out $m
-LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
-echo "| | one client back to back ($(echo "$4" | cut -d/ -f2) in ${SECS} s) | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
+seq_row; echo "$ROW"
 echo
 
 # The host's speed drifts within a run (the raw batch has measured 1.3 ms and 2.3 ms a
@@ -307,3 +319,33 @@ LOG_W=$((LOG_W + ${9})) LOG_D=$((LOG_D + ${10}))
 echo "| POST $V1 | $1 | $2 | $3 | $4 | $5 / $6 / $7 |"
 echo
 echo "Prediction log (log_sample_rate 0.01): $LOG_W rows written during these three runs, $LOG_D dropped."
+
+# Placed: the same stack with each of our processes on its own CPU (CAIRN_CPUS, lib/cpus.h):
+# a new cairn-inference on CPU 1 and a new gateway on CPU 0 in front of it, the first pair
+# stopped; PostgreSQL, auth and the load generators stay where the kernel puts them. Every
+# prediction logged again, as in the headline rows.
+if [ "$(nproc)" -ge 2 ]; then
+  api PATCH /v1/models/bench -H 'content-type: application/json' -d '{"log_sample_rate":1}' >/dev/null
+  kill "$GW_PID" "$INFER_PID" 2>/dev/null || true
+  bench_inference inference-placed CAIRN_CPUS=1
+  GW_ENV=("${GW_ENV[@]/#CAIRN_INFERENCE_ADDR=*/CAIRN_INFERENCE_ADDR=$INFER_ADDR}")
+  bench_gateway gateway-placed CAIRN_CPUS=0
+  check /v1/models/bench:predict "$D/single.json" single
+  check /v2/models/bench/infer "$D/batch.bin" batch "${BIN_HDR[@]}"
+  SAT_PROCS=("$GW_PID" "$INFER_PID" "$AUTH_PID" pg)
+  LOG_W=0 LOG_D=0
+  echo "Placed: gateway CAIRN_CPUS=0, cairn-inference CAIRN_CPUS=1 (its default workers: 3), log_sample_rate 1."
+  echo
+  echo "| single row, placed $SAT_HEAD"
+  sat_row "POST $V1" $V1 "$D/singles.txt"; echo "$ROW"
+  sat_row "POST $OIP" $OIP "$D/oips.txt"; echo "$ROW"
+  echo
+  echo "| single row, placed, POST $V1 $RATE_HEAD"
+  for r in 1000 2000 4000; do rate_row "$r" "$r"; echo "$ROW"; done
+  seq_row; echo "$ROW"
+  echo
+  echo "| 1 000-row batch, placed $BATCH_HEAD"
+  batch_row "POST $OIP, binary tensor data" $OIP "$D/batch.bin" "${BIN_HDR[@]}"; echo "$ROW"
+  echo
+  echo "Prediction log (placed runs): $LOG_W rows written during them, $LOG_D dropped."
+fi

@@ -56,19 +56,11 @@ bench_start() {
     CAIRN_AUTH_EVENTS=tcp://127.0.0.1:$events CAIRN_LOG_LEVEL=warn "$@" \
     "$BENCH_BIN/cairn-auth" >"$W/auth.log" 2>&1 &
   AUTH_PID=$!; bench_pids+=($AUTH_PID)
-  local gwenv=()
+  GW_ENV=(CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events)
   if bench_has inference; then
-    local irpc
-    irpc=$(freeport)
-    INFER_ADMIN=127.0.0.1:$(freeport)
-    env CAIRN_INFERENCE_LISTEN=tcp://127.0.0.1:$irpc CAIRN_INFERENCE_ADMIN=$INFER_ADMIN \
-      CAIRN_LOG_LEVEL=warn ${BENCH_INFERENCE_ENV[@]+"${BENCH_INFERENCE_ENV[@]}"} \
-      "$BENCH_BIN/cairn-inference" >"$W/inference.log" 2>&1 &
-    INFER_PID=$!; bench_pids+=($INFER_PID)
-    gwenv=(CAIRN_INFERENCE_ADDR=tcp://127.0.0.1:$irpc CAIRN_READY_SERVICES=auth,inference)
+    bench_inference inference ${BENCH_INFERENCE_ENV[@]+"${BENCH_INFERENCE_ENV[@]}"}
+    GW_ENV+=(CAIRN_INFERENCE_ADDR=$INFER_ADDR CAIRN_READY_SERVICES=auth,inference)
   fi
-  GW_ENV=(CAIRN_AUTH_ADDR=tcp://127.0.0.1:$rpc CAIRN_AUTH_EVENTS_ADDR=tcp://127.0.0.1:$events
-          ${gwenv[@]+"${gwenv[@]}"})
   bench_gateway gateway
   EMAIL="bench-$RANDOM$RANDOM@example.com"
   PASSWORD="correct horse battery staple"
@@ -76,6 +68,18 @@ bench_start() {
     -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" >/dev/null
   TOKEN=$(curl -fs -XPOST "$base/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json_field '["access_token"]')
+}
+
+# bench_inference NAME [VAR=value...]: starts a cairn-inference on the bench's database (its
+# log $W/NAME.log); sets INFER_PID, INFER_ADDR (its nng address) and INFER_ADMIN. A gateway
+# started after it with CAIRN_INFERENCE_ADDR=$INFER_ADDR in GW_ENV sends predictions to it.
+bench_inference() {
+  local name=$1; shift
+  INFER_ADDR=tcp://127.0.0.1:$(freeport)
+  INFER_ADMIN=127.0.0.1:$(freeport)
+  env CAIRN_INFERENCE_LISTEN=$INFER_ADDR CAIRN_INFERENCE_ADMIN=$INFER_ADMIN CAIRN_LOG_LEVEL=warn \
+    "$@" "$BENCH_BIN/cairn-inference" >"$W/$name.log" 2>&1 &
+  INFER_PID=$!; bench_pids+=($INFER_PID)
 }
 
 # bench_gateway NAME [VAR=value...]: starts one more cairn-gateway in front of the same
