@@ -120,21 +120,23 @@ int cn_cpus_apply(const char *list, char *err, size_t errlen)
     /* Every thread that exists now (libraries may have started some), then this one's
      * mask is what threads started later inherit. */
     DIR *d = opendir("/proc/self/task");
-    if (d != NULL) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] < '0' || e->d_name[0] > '9')
-                continue;
-            pid_t tid = (pid_t)atol(e->d_name);
-            if (sched_setaffinity(tid, sizeof want, &want) != 0 && errno != ESRCH) {
-                snprintf(err, errlen, "cannot confine thread %d to CPUs %.40s: %s", (int)tid, list,
-                         strerror(errno));
-                closedir(d);
-                return CN_EINTERNAL;
-            }
-        }
-        closedir(d);
+    if (d == NULL) {
+        snprintf(err, errlen, "cannot list this process's threads (/proc/self/task): %s", strerror(errno));
+        return CN_EINTERNAL;
     }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long tid = strtol(e->d_name, &end, 10);
+        if (end == e->d_name || *end != '\0')
+            continue; /* "." and ".." */
+        if (sched_setaffinity((pid_t)tid, sizeof want, &want) != 0 && errno != ESRCH) {
+            snprintf(err, errlen, "cannot confine thread %ld to CPUs %.40s: %s", tid, list, strerror(errno));
+            closedir(d);
+            return CN_EINTERNAL;
+        }
+    }
+    closedir(d);
     if (sched_setaffinity(0, sizeof want, &want) != 0) {
         snprintf(err, errlen, "cannot confine this process to CPUs %.40s: %s", list, strerror(errno));
         return CN_EINTERNAL;

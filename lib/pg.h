@@ -37,8 +37,9 @@ int cn_pg_copy_in(struct cn_pg *pg, const char *sql, const char *data, size_t le
 /* The same COPY streamed over time: cn_pg_copy_begin runs sql; each cn_pg_copy_put sends
  * data to the server at once (it parses rows as they come, committing nothing); and
  * cn_pg_copy_end commits every row put since the begin, or none. Between begin and end
- * the handle is for nothing else. A put or end that cannot reach the server drops the
- * connection (CN_EUNAVAIL); a refused row fails the end (CN_EDB). An abandoned COPY ends
+ * the handle is for nothing else. A put or end that fails to send drops the connection
+ * (CN_EUNAVAIL); libpq may notice a connection lost after the data left only at the end,
+ * which then fails the same way. A refused row fails the end (CN_EDB). An abandoned COPY ends
  * with the connection (cn_pg_free): nothing of it is committed. */
 int cn_pg_copy_begin(struct cn_pg *pg, const char *sql);
 int cn_pg_copy_put(struct cn_pg *pg, const char *data, size_t len);

@@ -11,7 +11,8 @@
  *
  * A batch is one COPY, streamed: the first queued row opens it, and every STREAM_MS the
  * writer sends the rows queued since, so the database parses them as they come. The COPY
- * commits when it holds `batch` rows or flush_ms after it opened. Why, measured at 2 000
+ * commits when it holds `batch` rows, or flush_ms after it opened but within COPY_OPEN_MS
+ * whatever flush_ms says (an open COPY holds a snapshot and a lock on the table). Why, measured at 2 000
  * predictions/s on a 2-core machine shared with PostgreSQL (bench/inference.sh): a COPY
  * written at once keeps a core busy while PostgreSQL parses and inserts it, and the
  * predictions queued behind that core show it in their p99 (4.3-6.2 ms with 500-row
@@ -46,7 +47,8 @@
 #define BATCH_MAX 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define STREAM_MS 10 /* while a COPY is open, queued rows are sent this often */
+#define STREAM_MS 10      /* while a COPY is open, queued rows are sent this often */
+#define COPY_OPEN_MS 1000 /* and it commits this long after it opened, at the latest */
 
 /* The database side, a seam for tests (which include this file and point it at a fake). */
 static struct {
@@ -290,8 +292,10 @@ static void *writer(void *arg)
             wait_until(lg.stopping && lg.drain_until_ms < retry_at ? lg.drain_until_ms : retry_at);
             continue;
         }
-        bool end_due = open && (lg.sent + fresh == lg.batch || now - opened_ms >= lg.flush_ms ||
-                                lg.flush_req || lg.stopping);
+        /* An open COPY holds a snapshot and a lock on the table: never for long. */
+        int64_t commit_ms = opened_ms + (lg.flush_ms < COPY_OPEN_MS ? lg.flush_ms : COPY_OPEN_MS);
+        bool end_due = open && (lg.sent + fresh == lg.batch || now >= commit_ms || lg.flush_req ||
+                                lg.stopping);
         if (fresh > 0 && (!open || end_due || now >= next_put_ms)) {
             /* Send what came since the last send, opening the COPY if none is. */
             take(rows, lg.sent, fresh);
@@ -323,7 +327,7 @@ static void *writer(void *arg)
              * STREAM_MS, until the COPY is due to commit. */
             if (next_put_ms <= now)
                 next_put_ms = now + STREAM_MS;
-            wait_until(opened_ms + lg.flush_ms < next_put_ms ? opened_ms + lg.flush_ms : next_put_ms);
+            wait_until(commit_ms < next_put_ms ? commit_ms : next_put_ms);
             continue;
         } else {
             /* Nothing queued (fresh > 0 whenever rows are): sleep until a push. */

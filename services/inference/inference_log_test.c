@@ -38,6 +38,7 @@ static struct {
     int put_rows;     /* rows those puts sent */
     int unavailable;  /* the next begins fail with CN_EUNAVAIL */
     int put_fail;     /* the next puts fail with CN_EUNAVAIL (the connection is lost) */
+    int end_fail;     /* the next ends fail with CN_EUNAVAIL (lost, noticed only at the end) */
     int64_t sleep_ms; /* each end takes this long */
 } fake = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -92,6 +93,11 @@ static int fake_end(struct cn_pg *pg)
     }
     pthread_mutex_lock(&fake.mu);
     fake.calls++;
+    if (fake.end_fail > 0) {
+        fake.end_fail--;
+        rc = CN_EUNAVAIL;
+        goto out;
+    }
     /* The database refuses any COPY with a row named "bad". */
     for (int i = 0; i < fake.npending; i++)
         if (strcmp(fake.pending[i], "bad") == 0) {
@@ -178,7 +184,7 @@ static int setup(void **state)
     (void)state;
     pthread_mutex_lock(&fake.mu);
     fake.entered = fake.calls = fake.nbatches = fake.nids = fake.unavailable = 0;
-    fake.npending = fake.puts = fake.put_rows = fake.put_fail = 0;
+    fake.npending = fake.puts = fake.put_rows = fake.put_fail = fake.end_fail = 0;
     fake.sleep_ms = 0;
     pthread_mutex_unlock(&fake.mu);
     sink.begin = fake_begin;
@@ -371,6 +377,30 @@ static void a_copy_lost_midway_is_sent_again_whole(void **state)
     assert_int_equal(queued(), 0);
 }
 
+static void a_copy_lost_at_its_commit_is_sent_again(void **state)
+{
+    double errors = cn_series_value(m.errors), written = cn_series_value(m.written);
+
+    (void)state;
+    /* libpq may see a lost connection only when the COPY ends: the rows stay queued. */
+    pthread_mutex_lock(&fake.mu);
+    fake.end_fail = 1;
+    pthread_mutex_unlock(&fake.mu);
+    assert_int_equal(infer_log_start("", 100, 3, 100000), CN_OK);
+    infer_log_push(entry("a"));
+    infer_log_push(entry("b"));
+    infer_log_push(entry("c"));
+    wait_written(3); /* the first COPY of three fails at its end, the one after the backoff commits */
+    assert_int_equal(fake.calls, 2);
+    assert_int_equal(fake.nbatches, 1);
+    assert_int_equal(fake.batches[0], 3);
+    assert_string_equal(fake.ids[0], "a");
+    assert_string_equal(fake.ids[2], "c");
+    assert_true(cn_series_value(m.errors) == errors + 1);
+    assert_true(cn_series_value(m.written) == written + 3);
+    assert_int_equal(queued(), 0);
+}
+
 static void rows_wait_while_the_database_is_down(void **state)
 {
     double errors = cn_series_value(m.errors), full = cn_series_value(m.full);
@@ -516,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_partial_batch_goes_after_flush_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(rows_are_sent_before_their_copy_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(a_copy_lost_midway_is_sent_again_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_copy_lost_at_its_commit_is_sent_again, setup, teardown),
         cmocka_unit_test_setup_teardown(rows_wait_while_the_database_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(a_refused_row_costs_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_drains_within_its_deadline, setup, teardown),

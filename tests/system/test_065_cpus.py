@@ -5,6 +5,7 @@ start-up with exit 2 and a message that says what to write."""
 
 import os
 
+import pytest
 import requests
 
 import cairn
@@ -30,6 +31,8 @@ def thread_cpus(pid):
 
 def test_every_thread_runs_on_the_cpus_given(new_cluster):
     cpus = allowed_cpus()
+    if len(cpus) < 2:
+        pytest.skip("on one CPU every thread is already where CAIRN_CPUS would put it")
     one = str(cpus[-1])
     # Without the harness's fixed pool sizes, so the per-CPU defaults show.
     c = new_cluster(inference=1, gateway_env={"CAIRN_CPUS": one, "CAIRN_THREADS": None},
