@@ -105,10 +105,17 @@ cpu_ticks() {
   done
   echo $s
 }
-pg_pids() { # the postmaster and its backends
-  local pm
-  pm=$(head -1 "$W/stack/pg/data/postmaster.pid" 2>/dev/null) || return 0
-  echo "$pm"; pgrep -P "$pm" || true
+# pg_ticks: CPU ticks of PostgreSQL, the backends that have exited included: the postmaster
+# reaps them, so theirs are in its cutime+cstime. (Summing only the live processes lost a
+# backend that exited during a measurement, and the difference could go below zero.)
+pg_ticks() {
+  local pm s=0 p
+  pm=$(head -1 "$W/stack/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  [ -r /proc/$pm/stat ] && s=$(awk '{print $14+$15+$16+$17}' /proc/$pm/stat)
+  for p in $(pgrep -P "$pm"); do
+    [ -r /proc/$p/stat ] && s=$((s + $(awk '{print $14+$15}' /proc/$p/stat)))
+  done
+  echo $s
 }
 
 # saturate PATH [wrk args] -> "rps p50 p99 cpu_gw cpu_auth cpu_pg" (CPU in us per request)
@@ -116,9 +123,9 @@ saturate() {
   local path=$1; shift
   local hz g0 a0 p0 g1 a1 p1 out rps reqs non2xx py=/usr/bin/python3
   hz=$(getconf CLK_TCK)
-  g0=$(cpu_ticks $GW_PID); a0=$(cpu_ticks $AUTH_PID); p0=$(cpu_ticks $(pg_pids))
+  g0=$(cpu_ticks $GW_PID); a0=$(cpu_ticks $AUTH_PID); p0=$(pg_ticks)
   out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$@" "$base$path")
-  g1=$(cpu_ticks $GW_PID); a1=$(cpu_ticks $AUTH_PID); p1=$(cpu_ticks $(pg_pids))
+  g1=$(cpu_ticks $GW_PID); a1=$(cpu_ticks $AUTH_PID); p1=$(pg_ticks)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
@@ -185,7 +192,7 @@ saturate_procs() {
   local hz out rps reqs non2xx i py=/usr/bin/python3 c0=() c1=() cpu=""
   hz=$(getconf CLK_TCK)
   _sat_ticks() { local p; for p in "${SAT_PROCS[@]}"; do
-    if [ "$p" = pg ]; then cpu_ticks $(pg_pids); else cpu_ticks $p; fi; done; }
+    if [ "$p" = pg ]; then pg_ticks; else cpu_ticks $p; fi; done; }
   c0=($(_sat_ticks))
   out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$@" "$base$path")
   c1=($(_sat_ticks))
