@@ -114,45 +114,32 @@ out:
     return rc;
 }
 
-static int fake_put_rows(void)
+/* Reads one of the fake's counters under its lock. */
+static int fake_read(const int *counter)
 {
     int n;
 
     pthread_mutex_lock(&fake.mu);
-    n = fake.put_rows;
+    n = *counter;
     pthread_mutex_unlock(&fake.mu);
     return n;
 }
 
-/* Waits up to 5 s for the writer to have sent n rows into COPYs. */
-static void wait_put(int n)
+static int fake_ids(void) { return fake_read(&fake.nids); }
+
+/* Waits up to 5 s for one of the fake's counters to reach n, and checks it is n. */
+static void wait_count(const int *counter, int n)
 {
-    for (int i = 0; i < 500 && fake_put_rows() < n; i++) {
+    for (int i = 0; i < 500 && fake_read(counter) < n; i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    assert_int_equal(fake_put_rows(), n);
+    assert_int_equal(fake_read(counter), n);
 }
 
-static int fake_ids(void)
-{
-    int n;
-
-    pthread_mutex_lock(&fake.mu);
-    n = fake.nids;
-    pthread_mutex_unlock(&fake.mu);
-    return n;
-}
-
-/* Waits up to 5 s for the fake to have written n rows. */
-static void wait_written(int n)
-{
-    for (int i = 0; i < 500 && fake_ids() < n; i++) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_int_equal(fake_ids(), n);
-}
+/* The writer has committed n rows / sent n rows into COPYs. */
+static void wait_written(int n) { wait_count(&fake.nids, n); }
+static void wait_put(int n) { wait_count(&fake.put_rows, n); }
 
 /* A new entry with inputs and predictions, so a leak of either shows under ASan. */
 static struct infer_log_entry *entry(const char *id)
