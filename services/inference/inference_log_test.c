@@ -337,6 +337,22 @@ static void rows_are_sent_before_their_copy_commits(void **state)
     assert_int_equal(queued(), 0);
 }
 
+static void an_open_copy_commits_within_a_second(void **state)
+{
+    int64_t t0;
+
+    (void)state;
+    /* flush_ms of 100 s: the COPY still commits within COPY_OPEN_MS of opening. */
+    assert_int_equal(infer_log_start("", 100, 100, 100000), CN_OK);
+    t0 = cn_mono_ms();
+    infer_log_push(entry("a"));
+    wait_written(1);
+    assert_true(cn_mono_ms() - t0 >= COPY_OPEN_MS - 50);
+    assert_true(cn_mono_ms() - t0 < COPY_OPEN_MS + 2000);
+    assert_int_equal(fake.nbatches, 1);
+    assert_int_equal(queued(), 0);
+}
+
 static void a_copy_lost_midway_is_sent_again_whole(void **state)
 {
     double errors = cn_series_value(m.errors);
@@ -532,6 +548,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(the_writer_batches_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_partial_batch_goes_after_flush_ms, setup, teardown),
         cmocka_unit_test_setup_teardown(rows_are_sent_before_their_copy_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_open_copy_commits_within_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown(a_copy_lost_midway_is_sent_again_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(a_copy_lost_at_its_commit_is_sent_again, setup, teardown),
         cmocka_unit_test_setup_teardown(rows_wait_while_the_database_is_down, setup, teardown),

@@ -11,7 +11,6 @@
  * registry calls wait on Postgres or on a validating child.
  */
 #include <string.h>
-#include <unistd.h>
 
 #include "inference.h"
 
