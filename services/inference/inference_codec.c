@@ -12,7 +12,7 @@
  * keys in the model's order) and by a hash of the names, built once per call, when that
  * guess misses: a wide model with shuffled keys stays linear.
  * Responses are written straight into a cn_buf with %.9g, enough for a float to round
- * trip; the prediction log's text is written the same way (infer_rows_text).
+ * trip.
  *
  * To accept a new OIP datatype, add a row to dtypes[] (and a case to oip_cell if it is
  * not a number or a boolean). To add a v1 request field, touch infer_v1_parse and
@@ -1579,26 +1579,4 @@ void infer_oip_server_metadata(struct cn_buf *out, const char *version)
     cn_buf_puts(out, "{\"name\":\"cairn-inference\",\"version\":");
     put_str(out, version);
     cn_buf_puts(out, ",\"extensions\":[\"binary_tensor_data\"]}");
-}
-
-/* ------------------------------------------------------------------ prediction log */
-
-void infer_rows_text(struct cn_buf *b, const float *x, size_t nrows, size_t ncols)
-{
-    cn_buf_putc(b, '[');
-    for (size_t i = 0; i < nrows; i++) {
-        cn_buf_puts(b, i ? ",[" : "[");
-        for (size_t j = 0; j < ncols; j++) {
-            if (j)
-                cn_buf_putc(b, ',');
-            put_float(b, x[i * ncols + j]);
-        }
-        cn_buf_putc(b, ']');
-    }
-    cn_buf_putc(b, ']');
-}
-
-void infer_preds_text(struct cn_buf *b, const float *pred, size_t nrows, int outputs)
-{
-    put_preds(b, pred, nrows, outputs, false);
 }

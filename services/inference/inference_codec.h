@@ -135,11 +135,4 @@ void infer_oip_model_metadata(struct cn_buf *out, const char *model, const int *
 /* Appends {"name": "cairn-inference", "version": version, "extensions": []}. */
 void infer_oip_server_metadata(struct cn_buf *out, const char *version);
 
-/* ------------------------------------------------------------------ prediction log */
-
-/* Appends JSON text: rows as arrays of numbers, null for NaN; and predictions shaped as in
- * infer_v1_response. The log's writer thread calls these, off the predict path. */
-void infer_rows_text(struct cn_buf *b, const float *x, size_t nrows, size_t ncols);
-void infer_preds_text(struct cn_buf *b, const float *pred, size_t nrows, int outputs);
-
 #endif

@@ -1023,35 +1023,6 @@ static void test_metadata(void **state)
     cn_buf_free(&b);
 }
 
-/* The prediction log's values: rows with null for missing, predictions shaped like v1's. */
-static void test_log_json(void **state)
-{
-    (void)state;
-    const float x[] = {1, NAN, 0.5f, -2};
-    const float multi[] = {0.25f, 0.75f, 1, 0};
-    const float tenth = 0.1f; /* not exact in binary: 9 digits bring back the same float */
-    struct cn_buf b = {0};
-
-    infer_rows_text(&b, x, 2, 2);
-    assert_string_equal(b.data, "[[1,null],[0.5,-2]]");
-    cn_buf_reset(&b);
-    infer_preds_text(&b, multi, 2, 2);
-    assert_string_equal(b.data, "[[0.25,0.75],[1,0]]");
-    cn_buf_reset(&b);
-    infer_preds_text(&b, x, 4, 1);
-    assert_string_equal(b.data, "[1,null,0.5,-2]");
-    cn_buf_reset(&b);
-    infer_rows_text(&b, x, 0, 2);
-    assert_string_equal(b.data, "[]");
-    cn_buf_reset(&b);
-    infer_rows_text(&b, &tenth, 1, 1);
-    assert_string_equal(b.data, "[[0.100000001]]");
-    assert_true(strtof(b.data + 2, NULL) == tenth);
-    cn_buf_free(&b);
-}
-
-/* The fast path reads what jansson's path reads, bit for bit, and gives way to it on
- * everything else (whose answer is then jansson's path's, word for word). */
 static void test_v1_fast_path_agrees(void **state)
 {
     (void)state;
@@ -1178,7 +1149,6 @@ int main(void)
         cmocka_unit_test(test_oip_binary),
         cmocka_unit_test(test_oip_response),
         cmocka_unit_test(test_metadata),
-        cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_v1_fast_path_agrees),
         cmocka_unit_test(test_float_text_is_printf),
     };

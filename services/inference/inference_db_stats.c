@@ -203,7 +203,7 @@ static int read_outcomes(struct cn_pg *pg, const char *model, const char *since,
         "WITH f AS (SELECT DISTINCT ON (request_id) request_id, label, reward "
         "  FROM inference.feedback WHERE model = $1 "
         "  ORDER BY request_id, at DESC, id DESC) "
-        "SELECT p.variant, p.version, coalesce(v.objective, ''), (p.outputs -> 0)::text, "
+        "SELECT p.variant, p.version, coalesce(v.objective, ''), (array_to_json(p.outputs) -> 0)::text, "
         "  f.label, f.reward "
         "FROM inference.predictions p JOIN f ON f.request_id = p.request_id "
         "LEFT JOIN inference.versions v ON v.version = p.version "

@@ -24,11 +24,11 @@
  * stay queued (up to the cap; beyond it new ones are dropped) and are retried with
  * backoff (100 ms doubling to 5 s). The outage is logged once when it starts
  * (LOG-DB-DOWN) and once when it ends (LOG-DB-UP), never per row. A batch the database
- * refuses (a value json or text will not take) is retried row by row so one bad row
+ * refuses (a string that is not valid UTF-8) is retried row by row so one bad row
  * costs only itself (dropped, reason "rejected").
  *
  * To add a column: the field in struct infer_log_entry, the column in migrations/ and in
- * inference_db_log.c's rows_text.
+ * inference_db_log.c's rows_binary.
  */
 #include "inference_log.h"
 

@@ -7,6 +7,7 @@
  * set (scripts/stack) one case writes real rows to inference.predictions and reads them
  * back, else it skips. Includes the .c to reach the queue.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -505,6 +506,11 @@ static void rows_reach_postgres(void **state)
     free(e->pred);
     e->pred = NULL;
     infer_log_push(e);
+    /* Several rows, a missing input and three classes: two-dimensional real[], NULL for NaN. */
+    e = entry(rid);
+    infer_log_entry_set(e, (const float[]){1, NAN, -0.5f, 3e-8f}, 2, 2,
+                        (const float[]){0.1f, 0.2f, 0.7f, 1, 0, 0}, 3);
+    infer_log_push(e);
     /* Invalid UTF-8 is refused by Postgres: only this row is lost. */
     e = entry(rid);
     snprintf(e->variant, sizeof e->variant, "\xff\xfe");
@@ -519,12 +525,12 @@ static void rows_reach_postgres(void **state)
                                 "FROM inference.predictions WHERE request_id = $1 ORDER BY id",
                                 1, p, &res),
                      CN_OK);
-    assert_int_equal(PQntuples(res), 2);
+    assert_int_equal(PQntuples(res), 3);
     assert_string_equal(PQgetvalue(res, 0, 0), "m");
     assert_string_equal(PQgetvalue(res, 0, 1), "1");
     assert_string_equal(PQgetvalue(res, 0, 2), "a");
-    assert_string_equal(PQgetvalue(res, 0, 3), "[[1.5,2.5]]");
-    assert_string_equal(PQgetvalue(res, 0, 4), "[0.25]");
+    assert_string_equal(PQgetvalue(res, 0, 3), "{{1.5,2.5}}");
+    assert_string_equal(PQgetvalue(res, 0, 4), "{0.25}");
     assert_string_equal(PQgetvalue(res, 0, 5), "42");
     assert_string_equal(PQgetvalue(res, 0, 6), "ok");
     assert_string_equal(PQgetvalue(res, 0, 8), "1700000000123");
@@ -532,6 +538,8 @@ static void rows_reach_postgres(void **state)
     assert_string_equal(PQgetvalue(res, 1, 4), "NULL");
     assert_string_equal(PQgetvalue(res, 1, 6), "error");
     assert_string_equal(PQgetvalue(res, 1, 7), "row 0, column 2: not a number");
+    assert_string_equal(PQgetvalue(res, 2, 3), "{{1,NULL},{-0.5,3e-08}}");
+    assert_string_equal(PQgetvalue(res, 2, 4), "{{0.1,0.2,0.7},{1,0,0}}");
     PQclear(res);
     assert_int_equal(
         cn_pg_exec(pg, "DELETE FROM inference.predictions WHERE request_id = $1", 1, p, NULL),

@@ -810,7 +810,7 @@ static void db_pred(const char *model, const char *request_id, const char *varia
 {
     sql("INSERT INTO inference.predictions(request_id, at, model, version, variant, inputs, "
         "outputs, "
-        "latency_us, status) VALUES ('%s', to_timestamp(%lld), '%s', %d, '%s', '[[1]]', %s, %d, "
+        "latency_us, status) VALUES ('%s', to_timestamp(%lld), '%s', %d, '%s', '{{1}}', %s, %d, "
         "'%s')",
         request_id, T0 + at_s, model, version, variant, outputs, latency_us, status);
 }
@@ -863,22 +863,22 @@ static void test_db_report(void **state)
         char id[16];
 
         snprintf(id, sizeof id, "old%d", i);
-        db_pred("m1", id, "A", 1, "'[0.9]'", 100, "ok", -600);
+        db_pred("m1", id, "A", 1, "'{0.9}'", 100, "ok", -600);
     }
     /* A v1: 4 answered (1..4 ms), 1 error (10 us, excluded from latency and outcomes). */
-    db_pred("m1", "a1", "A", 1, "'[0.9]'", 1000, "ok", 60);
-    db_pred("m1", "a2", "A", 1, "'[0.9]'", 4000, "ok", 61);
-    db_pred("m1", "a3", "A", 1, "'[0.9]'", 3000, "ok", 62);
-    db_pred("m1", "a4", "A", 1, "'[0.9]'", 2000, "ok", 63);
+    db_pred("m1", "a1", "A", 1, "'{0.9}'", 1000, "ok", 60);
+    db_pred("m1", "a2", "A", 1, "'{0.9}'", 4000, "ok", 61);
+    db_pred("m1", "a3", "A", 1, "'{0.9}'", 3000, "ok", 62);
+    db_pred("m1", "a4", "A", 1, "'{0.9}'", 2000, "ok", 63);
     db_pred("m1", "a5", "A", 1, "NULL", 10, "error", 64);
     /* B v2: 3 answered. The mirror got a copy of b1 (same request id). */
-    db_pred("m1", "b1", "B", 2, "'[0.2]'", 500, "ok", 70);
-    db_pred("m1", "b2", "B", 2, "'[0.8, 0.1]'", 900, "ok", 71); /* two instances */
-    db_pred("m1", "b3", "B", 2, "'[0.7]'", 700, "ok", 72);
-    db_pred("m1", "b1", "mirror", 2, "'[0.3]'", 800, "ok", 70);
+    db_pred("m1", "b1", "B", 2, "'{0.2}'", 500, "ok", 70);
+    db_pred("m1", "b2", "B", 2, "'{0.8, 0.1}'", 900, "ok", 71); /* two instances */
+    db_pred("m1", "b3", "B", 2, "'{0.7}'", 700, "ok", 72);
+    db_pred("m1", "b1", "mirror", 2, "'{0.3}'", 800, "ok", 70);
     /* Another model's rows never leak in. */
     db_model("other", "binary:logistic", false);
-    db_pred("other", "a1", "A", 1, "'[0.1]'", 5, "ok", 60);
+    db_pred("other", "a1", "A", 1, "'{0.1}'", 5, "ok", 60);
 
     db_label("m1", "a1", 1); /* right */
     db_label("m1", "a2", 1); /* right */
@@ -978,7 +978,7 @@ static void test_db_outcome_cap(void **state)
     db_model("capped", "reg:squarederror", false);
     for (int i = 0; i < 45; i++) {
         snprintf(id, sizeof id, "c%d", i);
-        db_pred("capped", id, i % 2 ? "A" : "B", 1, "'[1.5]'", 100, "ok", i);
+        db_pred("capped", id, i % 2 ? "A" : "B", 1, "'{1.5}'", 100, "ok", i);
         db_label("capped", id, 1);
     }
     assert_int_equal(infer_stats_report(db, "capped", 0, 0, NULL, 1, &alloc, &s, why, sizeof why),

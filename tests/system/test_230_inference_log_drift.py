@@ -144,9 +144,10 @@ def test_prediction_log_and_sampling(iapi, modeler, models, stack):
     since = int(time.time() * 1000) - 60_000
     name = iapi.new_model(auth, "logged")
     iapi.upload(auth, name, t)
-    rid = None
+    last = None
     for i in range(10):
-        rid = iapi.predicted(auth, name, t.X[i:i + 2].tolist())["request_id"]
+        last = iapi.predicted(auth, name, t.X[i:i + 2].tolist())
+    rid = last["request_id"]
     wait_until(lambda: stats_requests(iapi, auth, name, since) == 10, timeout=10,
                what="10 logged predictions")
     r = iapi.stats(auth, name, since=since).json()
@@ -154,12 +155,16 @@ def test_prediction_log_and_sampling(iapi, modeler, models, stack):
     assert (v["variant"], v["version"], v["requests"], v["errors"]) == ("default", 1, 10, 0), r
     assert r["log_sample_rate"] == 1 and r["winner"] == "" and r["comparisons"] == [], r
 
-    # The last one, as stored.
-    [(version, variant, status, latency, inputs, outputs)] = stack.sql(
-        "SELECT version, variant, status, latency_us, inputs, outputs FROM inference.predictions "
+    # The last one, as stored: its two rows and two predictions, as real[].
+    [(version, variant, status, latency, dims, inputs, outputs)] = stack.sql(
+        "SELECT version, variant, status, latency_us, array_dims(inputs), array_to_json(inputs), "
+        "array_to_json(outputs) FROM inference.predictions "
         "WHERE model = :'v1' AND request_id = :'v2'", name, rid)
     assert (version, variant, status) == ("1", "default", "ok") and int(latency) > 0
-    assert json.loads(inputs) is not None and json.loads(outputs) is not None
+    assert dims == "[1:2][1:%d]" % t.X.shape[1], dims
+    for got, want in zip(json.loads(inputs), t.X[9:11].tolist()):
+        assert got == pytest.approx(want, rel=1e-6), (got, want)
+    assert json.loads(outputs) == pytest.approx(last["predictions"], rel=1e-6)
 
     # Sampling at 0: nothing more is logged. The rate reaches serving through the routing
     # poll, which nothing outside the service can observe: give it three periods.
