@@ -252,17 +252,19 @@ int cn_svc_main(struct cn_svc *svc, int argc, char **argv)
 
     snprintf(prog, sizeof prog, "cairn-%s", svc->name);
     cn_log_init(svc->name, CN_LOG_INFO);
+    bool help = argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
     /* Before anything starts a thread, and before the per-CPU defaults are counted. The
-     * table below lists it for --help and the settings dump. */
+     * table below lists it for --help and the settings dump; --help answers whatever it
+     * says (with the defaults of the CPUs the process has). */
     char cpus_err[256];
-    if (cn_cpus_apply(getenv("CAIRN_CPUS"), cpus_err, sizeof cpus_err) != CN_OK) {
+    if (cn_cpus_apply(getenv("CAIRN_CPUS"), cpus_err, sizeof cpus_err) != CN_OK && !help) {
         fprintf(stderr, "%s: CAIRN_CPUS: %s\n", prog, cpus_err);
         return 2;
     }
     common_table(svc);
 
     if (argc > 1) {
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (help) {
             print_help(svc, prog);
             return 0;
         }

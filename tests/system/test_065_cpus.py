@@ -64,3 +64,6 @@ def test_a_bad_list_stops_start_up(stack, log_dir):
             r = proc.command(env={"CAIRN_CPUS": value}, timeout=20)
             assert r.returncode == 2, (proc.name, value, r.returncode, r.stderr)
             assert "CAIRN_CPUS" in r.stderr and words in r.stderr, (proc.name, value, r.stderr)
+        # --help still answers, and lists the setting.
+        r = proc.command("--help", env={"CAIRN_CPUS": "0-x"}, timeout=20)
+        assert r.returncode == 0 and "CAIRN_CPUS" in r.stdout, (proc.name, r.returncode, r.stderr)
