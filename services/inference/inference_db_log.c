@@ -39,7 +39,7 @@
  * 1 000 x 20 batch was 20 000 numbers formatted as JSON text on the log's thread and parsed
  * back by PostgreSQL. Measured per logged batch on the benchmark's stack, CPU of
  * cairn-inference (XGBoost's 1.5 ms included) / of PostgreSQL: 5.0-6.6 / 11.6-13.2 ms as
- * json text, 2.3-2.8 / 1.1-1.4 ms as binary real[] (migrations/004). */
+ * json text, 2.3-2.8 / 1.1-1.4 ms as binary real[] (migrations/004_predictions_values). */
 static const char copy_header[] = "PGCOPY\n\377\r\n"; /* and a NUL, then two int32 0s */
 #define COPY_HEADER_LEN 19
 #define COPY_FIELDS 10
@@ -168,8 +168,8 @@ int infer_db_log_begin(struct cn_pg *pg)
     int rc;
 
     rc = cn_pg_copy_begin(
-        pg, "COPY inference.predictions(request_id, at, model, version, variant, inputs, "
-            "outputs, latency_us, status, error) FROM STDIN (FORMAT binary)");
+        pg, "COPY inference.predictions(request_id, at, model, version, variant, input_values, "
+            "output_values, latency_us, status, error) FROM STDIN (FORMAT binary)");
     if (rc != CN_OK)
         return rc;
     /* The signature's NUL, the flags and the header extension's length stay 0. */

@@ -186,7 +186,9 @@ static int read_groups(struct cn_pg *pg, const char *model, const char *since,
 
 /* Delivers answered predictions joined to the latest feedback of their request_id, at
  * most INFER_STATS_MAX_OUTCOMES, through a cursor (the caller holds the transaction).
- * Only outputs[0] leaves the database: feedback is about instance 0 of a call. */
+ * Only the first instance's output leaves the database, as JSON (a number, or an array of
+ * classes): feedback is about instance 0 of a call. It is in output_values (real[]), or in
+ * outputs (json) for rows logged before migration 004 or by a replica of an older release. */
 static int read_outcomes(struct cn_pg *pg, const char *model, const char *since,
                          const struct infer_db_stats_sink *sink, bool *truncated)
 {
@@ -203,7 +205,7 @@ static int read_outcomes(struct cn_pg *pg, const char *model, const char *since,
         "WITH f AS (SELECT DISTINCT ON (request_id) request_id, label, reward "
         "  FROM inference.feedback WHERE model = $1 "
         "  ORDER BY request_id, at DESC, id DESC) "
-        "SELECT p.variant, p.version, coalesce(v.objective, ''), (array_to_json(p.outputs) -> 0)::text, "
+        "SELECT p.variant, p.version, coalesce(v.objective, ''), (coalesce(array_to_json(p.output_values[1:1]), p.outputs) -> 0)::text, "
         "  f.label, f.reward "
         "FROM inference.predictions p JOIN f ON f.request_id = p.request_id "
         "LEFT JOIN inference.versions v ON v.version = p.version "

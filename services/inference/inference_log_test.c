@@ -506,10 +506,17 @@ static void rows_reach_postgres(void **state)
     free(e->pred);
     e->pred = NULL;
     infer_log_push(e);
-    /* Several rows, a missing input and three classes: two-dimensional real[], NULL for NaN. */
+    /* Two rows of three features, a missing input and three classes: rows x columns in
+     * that order, NULL for NaN. */
     e = entry(rid);
-    infer_log_entry_set(e, (const float[]){1, NAN, -0.5f, 3e-8f}, 2, 2,
+    infer_log_entry_set(e, (const float[]){1, NAN, -0.5f, 3e-8f, 4, 5}, 2, 3,
                         (const float[]){0.1f, 0.2f, 0.7f, 1, 0, 0}, 3);
+    infer_log_push(e);
+    /* No inputs; three rows of one output each (one dimension), an infinite one kept as
+     * such; a time before 2000, where timestamptz counts from. */
+    e = entry(rid);
+    infer_log_entry_set(e, NULL, 3, 2, (const float[]){0.5f, INFINITY, -1}, 1);
+    e->at_ms = 946684799999;
     infer_log_push(e);
     /* Invalid UTF-8 is refused by Postgres: only this row is lost. */
     e = entry(rid);
@@ -519,13 +526,13 @@ static void rows_reach_postgres(void **state)
 
     pg = cn_pg_new(dsn);
     assert_int_equal(cn_pg_exec(pg,
-                                "SELECT model, version, variant, inputs::text, "
-                                "coalesce(outputs::text, 'NULL'), latency_us, status, error, "
+                                "SELECT model, version, variant, input_values::text, "
+                                "coalesce(output_values::text, 'NULL'), latency_us, status, error, "
                                 "(extract(epoch FROM at) * 1000)::bigint "
                                 "FROM inference.predictions WHERE request_id = $1 ORDER BY id",
                                 1, p, &res),
                      CN_OK);
-    assert_int_equal(PQntuples(res), 3);
+    assert_int_equal(PQntuples(res), 4);
     assert_string_equal(PQgetvalue(res, 0, 0), "m");
     assert_string_equal(PQgetvalue(res, 0, 1), "1");
     assert_string_equal(PQgetvalue(res, 0, 2), "a");
@@ -538,8 +545,11 @@ static void rows_reach_postgres(void **state)
     assert_string_equal(PQgetvalue(res, 1, 4), "NULL");
     assert_string_equal(PQgetvalue(res, 1, 6), "error");
     assert_string_equal(PQgetvalue(res, 1, 7), "row 0, column 2: not a number");
-    assert_string_equal(PQgetvalue(res, 2, 3), "{{1,NULL},{-0.5,3e-08}}");
+    assert_string_equal(PQgetvalue(res, 2, 3), "{{1,NULL,-0.5},{3e-08,4,5}}");
     assert_string_equal(PQgetvalue(res, 2, 4), "{{0.1,0.2,0.7},{1,0,0}}");
+    assert_true(PQgetisnull(res, 3, 3));
+    assert_string_equal(PQgetvalue(res, 3, 4), "{0.5,Infinity,-1}");
+    assert_string_equal(PQgetvalue(res, 3, 8), "946684799999");
     PQclear(res);
     assert_int_equal(
         cn_pg_exec(pg, "DELETE FROM inference.predictions WHERE request_id = $1", 1, p, NULL),

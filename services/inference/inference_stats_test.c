@@ -804,15 +804,20 @@ static void db_model(const char *name, const char *objective, bool experiment)
             T0, name);
 }
 
-/* One logged call at T0 + at_s seconds. */
+/* One logged call at T0 + at_s seconds, its outputs (an SQL literal) in column `col`:
+ * output_values (real[]), or outputs (json) as rows logged before migration 004 are. */
+static void db_pred_in(const char *col, const char *model, const char *request_id, const char *variant,
+                       int version, const char *outputs, int latency_us, const char *status, long long at_s)
+{
+    sql("INSERT INTO inference.predictions(request_id, at, model, version, variant, input_values, %s, "
+        "latency_us, status) VALUES ('%s', to_timestamp(%lld), '%s', %d, '%s', '{{1}}', %s, %d, '%s')",
+        col, request_id, T0 + at_s, model, version, variant, outputs, latency_us, status);
+}
+
 static void db_pred(const char *model, const char *request_id, const char *variant, int version,
                     const char *outputs, int latency_us, const char *status, long long at_s)
 {
-    sql("INSERT INTO inference.predictions(request_id, at, model, version, variant, inputs, "
-        "outputs, "
-        "latency_us, status) VALUES ('%s', to_timestamp(%lld), '%s', %d, '%s', '{{1}}', %s, %d, "
-        "'%s')",
-        request_id, T0 + at_s, model, version, variant, outputs, latency_us, status);
+    db_pred_in("output_values", model, request_id, variant, version, outputs, latency_us, status, at_s);
 }
 
 static void db_label(const char *model, const char *request_id, double label)
@@ -874,7 +879,7 @@ static void test_db_report(void **state)
     /* B v2: 3 answered. The mirror got a copy of b1 (same request id). */
     db_pred("m1", "b1", "B", 2, "'{0.2}'", 500, "ok", 70);
     db_pred("m1", "b2", "B", 2, "'{0.8, 0.1}'", 900, "ok", 71); /* two instances */
-    db_pred("m1", "b3", "B", 2, "'{0.7}'", 700, "ok", 72);
+    db_pred_in("outputs", "m1", "b3", "B", 2, "'[0.7]'", 700, "ok", 72); /* logged as json */
     db_pred("m1", "b1", "mirror", 2, "'{0.3}'", 800, "ok", 70);
     /* Another model's rows never leak in. */
     db_model("other", "binary:logistic", false);
@@ -966,6 +971,32 @@ static void test_db_report(void **state)
     assert_non_null(strstr(why, "not found"));
 }
 
+/* Class probabilities come out of the database as the first instance's row, whether
+ * logged as real[] (rows x classes) or as json; a missing output scores nothing. */
+static void test_db_softprob(void **state)
+{
+    Cairn__V1__ModelStats s;
+    Cairn__V1__VariantStats *v;
+    char why[256] = "";
+
+    (void)state;
+    NEED_DB();
+    db_model("sp", "multi:softprob", false);
+    db_pred("sp", "s1", "A", 1, "'{{0.2,0.7,0.1},{0.5,0.25,0.25}}'", 100, "ok", 1); /* says 1 */
+    db_pred_in("outputs", "sp", "s2", "A", 1, "'[[0.6,0.3,0.1]]'", 100, "ok", 2); /* says 0 */
+    db_pred("sp", "s3", "A", 1, "'{{0.1,NULL,0.9}}'", 100, "ok", 3);             /* unusable */
+    db_label("sp", "s1", 1); /* right */
+    db_label("sp", "s2", 2); /* wrong */
+    db_label("sp", "s3", 2);
+    assert_int_equal(infer_stats_report(db, "sp", 0, 0, NULL, 1, &alloc, &s, why, sizeof why), CN_OK);
+    v = vstats(&s, "A", 1);
+    assert_int_equal(v->requests, 3);
+    assert_int_equal(v->outcomes, 3);
+    assert_string_equal(v->metric, "accuracy");
+    near(v->metric_value, 0.5, 1e-12);
+    near(v->log_loss, (-log(0.7f) - log(0.1f)) / 2, 1e-6);
+}
+
 static void test_db_outcome_cap(void **state)
 {
     Cairn__V1__ModelStats s;
@@ -1053,6 +1084,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_report_args_and_db_down, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_db_feedback, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_db_report, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_db_softprob, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_db_outcome_cap, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_db_timeout, arena_setup, arena_teardown),
     };

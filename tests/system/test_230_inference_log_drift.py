@@ -157,8 +157,8 @@ def test_prediction_log_and_sampling(iapi, modeler, models, stack):
 
     # The last one, as stored: its two rows and two predictions, as real[].
     [(version, variant, status, latency, dims, inputs, outputs)] = stack.sql(
-        "SELECT version, variant, status, latency_us, array_dims(inputs), array_to_json(inputs), "
-        "array_to_json(outputs) FROM inference.predictions "
+        "SELECT version, variant, status, latency_us, array_dims(input_values), "
+        "array_to_json(input_values), array_to_json(output_values) FROM inference.predictions "
         "WHERE model = :'v1' AND request_id = :'v2'", name, rid)
     assert (version, variant, status) == ("1", "default", "ok") and int(latency) > 0
     assert dims == "[1:2][1:%d]" % t.X.shape[1], dims
