@@ -12,13 +12,14 @@
  * A batch is one COPY, streamed: the first queued row opens it, and every STREAM_MS the
  * writer sends the rows queued since, so the database parses them as they come. The COPY
  * commits when it holds `batch` rows, or flush_ms after it opened but within COPY_OPEN_MS
- * whatever flush_ms says (an open COPY holds a snapshot and a lock on the table). Why, measured at 2 000
- * predictions/s on a 2-core machine shared with PostgreSQL (bench/inference.sh): a COPY
- * written at once keeps a core busy while PostgreSQL parses and inserts it, and the
- * predictions queued behind that core show it in their p99 (4.3-6.2 ms with 500-row
- * batches, 4.0-4.1 ms with 100); streamed 100-row batches gave 2.6-3.7 ms (PostgreSQL
- * still inserts what it buffered in one go, at the commit or at 64 KiB). Smaller COPYs
- * cost the database more per row: 20-row batches doubled its CPU per logged prediction.
+ * whatever flush_ms says (an open COPY holds a snapshot and a lock on the table). Why,
+ * measured at 2 000 predictions/s on a 2-core machine shared with PostgreSQL
+ * (bench/inference.sh): a COPY written at once keeps a core busy while PostgreSQL parses
+ * and inserts it, and the predictions queued behind that core show it in their p99
+ * (4.3-6.2 ms with 500-row batches, 4.0-4.1 ms with 100); streamed 100-row batches gave
+ * 2.6-3.7 ms. PostgreSQL inserts the streamed rows as they come too (inference_db_log.c
+ * says how). Smaller COPYs cost the database more per row: 20-row batches doubled its CPU
+ * per logged prediction.
  *
  * Rows leave the ring only once their COPY committed, so while the database is down they
  * stay queued (up to the cap; beyond it new ones are dropped) and are retried with

@@ -15,8 +15,8 @@ struct cn_pg;
 /* One logged predict/infer call. Strings are NUL-terminated (push forces the last byte).
  * The inputs (nrows x ncols, row-major, NaN = missing) and predictions (nrows x outputs)
  * are copies owned by the entry (infer_log_entry_set) and freed with it; the writer thread
- * sends them as real[] (NaN as a NULL element), so the predict path only copies floats. x or pred NULL is SQL
- * NULL. at_ms is unix milliseconds; 0 means "now" (set by push). */
+ * sends them as real[] (NaN as a NULL element), so the predict path only copies floats.
+ * x or pred NULL is SQL NULL. at_ms is unix milliseconds; 0 means "now" (set by push). */
 struct infer_log_entry {
     char request_id[129];
     char model[64];

@@ -3,9 +3,10 @@
  * (ASan), the writer batches in order, keeps rows queued while the database is down and
  * writes them when it is back, isolates a row the database refuses, and stop drains
  * within its deadline, streams rows into an open COPY before it commits, and sends a
- * COPY lost midway again whole. The database side is faked through the file's seam; with CAIRN_PG_DSN
- * set (scripts/stack) one case writes real rows to inference.predictions and reads them
- * back, else it skips. Includes the .c to reach the queue.
+ * COPY lost midway again whole. The database side is faked through the file's seam; with
+ * CAIRN_PG_DSN set (scripts/stack) two cases write real rows to inference.predictions
+ * (read back; inserted while their COPY is open), else they skip. Includes the .c to
+ * reach the queue.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -473,28 +474,38 @@ static void stop_drains_within_its_deadline(void **state)
     assert_true(cn_series_value(m.stopped) == stopped + 3);
 }
 
-static void rows_reach_postgres(void **state)
+/* For the cases against a real PostgreSQL: the DSN with the schema migrated and a fresh
+ * request id in rid for this case's rows, or a skip without CAIRN_PG_DSN. */
+static const char *db_ready(char *rid, size_t len)
 {
     const char *dsn = getenv("CAIRN_PG_DSN");
-    struct infer_log_entry *e;
-    struct cn_pg *pg;
-    PGresult *res = NULL;
-    char rid[40], hex[17];
     uint8_t rnd[8];
-    const char *p[1] = {rid};
+    char hex[17];
 
-    (void)state;
     if (dsn == NULL || dsn[0] == '\0')
         skip();
-    sink.begin = infer_db_log_begin;
-    sink.put = infer_db_log_put;
-    sink.end = infer_db_log_end;
     assert_int_equal(
         cn_pg_migrate(dsn, "inference", inference_migrations, inference_migrations_count, 10000),
         CN_OK);
     cn_random_bytes(rnd, sizeof rnd);
     cn_hex(rnd, sizeof rnd, hex);
-    snprintf(rid, sizeof rid, "logtest-%s", hex);
+    snprintf(rid, len, "logtest-%s", hex);
+    return dsn;
+}
+
+static void rows_reach_postgres(void **state)
+{
+    struct infer_log_entry *e;
+    struct cn_pg *pg;
+    PGresult *res = NULL;
+    char rid[40];
+    const char *p[1] = {rid};
+    const char *dsn = db_ready(rid, sizeof rid);
+
+    (void)state;
+    sink.begin = infer_db_log_begin;
+    sink.put = infer_db_log_put;
+    sink.end = infer_db_log_end;
 
     assert_int_equal(infer_log_start(dsn, 100, 10, 50), CN_OK);
     e = entry(rid);
@@ -558,26 +569,29 @@ static void rows_reach_postgres(void **state)
     cn_pg_free(pg);
 }
 
-/* Bytes of write-ahead log written since the position `since` ("" for the current one,
- * which *pos then receives). */
-static long long wal_since(struct cn_pg *pg, const char *since, char *pos, size_t len)
+/* The position where the server writes its write-ahead log now, into lsn. */
+static void wal_now(struct cn_pg *pg, char *lsn, size_t len)
 {
     PGresult *res = NULL;
-    const char *p[1] = {since};
+
+    assert_int_equal(cn_pg_exec(pg, "SELECT pg_current_wal_insert_lsn()::text", 0, NULL, &res),
+                     CN_OK);
+    snprintf(lsn, len, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+/* Bytes of write-ahead log written since lsn. */
+static long long wal_since(struct cn_pg *pg, const char *lsn)
+{
+    PGresult *res = NULL;
+    const char *p[1] = {lsn};
     long long n = 0;
 
-    if (since[0] == '\0') {
-        assert_int_equal(cn_pg_exec(pg, "SELECT pg_current_wal_insert_lsn()::text", 0, NULL, &res),
-                         CN_OK);
-        snprintf(pos, len, "%s", PQgetvalue(res, 0, 0));
-    } else {
-        assert_int_equal(cn_pg_exec(pg,
-                                    "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), "
-                                    "$1::pg_lsn)::bigint",
-                                    1, p, &res),
-                         CN_OK);
-        assert_int_equal(cn_parse_int(PQgetvalue(res, 0, 0), 0, INT64_MAX, &n), CN_OK);
-    }
+    assert_int_equal(
+        cn_pg_exec(pg, "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::bigint",
+                   1, p, &res),
+        CN_OK);
+    assert_int_equal(cn_parse_int(PQgetvalue(res, 0, 0), 0, INT64_MAX, &n), CN_OK);
     PQclear(res);
     return n;
 }
@@ -589,25 +603,15 @@ static long long wal_since(struct cn_pg *pg, const char *since, char *pos, size_
 static void rows_are_inserted_as_they_are_put(void **state)
 {
     enum { ROWS = 20, CELLS = 1000 * 20 };
-    const char *dsn = getenv("CAIRN_PG_DSN");
     struct infer_log_entry *rows[ROWS];
     struct cn_pg *w, *r;
     float *x;
-    char rid[40], hex[17];
-    uint8_t rnd[8];
+    char rid[40], before[64];
     const char *p[1] = {rid};
-    char before[64];
+    const char *dsn = db_ready(rid, sizeof rid);
     int64_t until;
 
     (void)state;
-    if (dsn == NULL || dsn[0] == '\0')
-        skip();
-    assert_int_equal(
-        cn_pg_migrate(dsn, "inference", inference_migrations, inference_migrations_count, 10000),
-        CN_OK);
-    cn_random_bytes(rnd, sizeof rnd);
-    cn_hex(rnd, sizeof rnd, hex);
-    snprintf(rid, sizeof rid, "logtest-%s", hex);
     x = cn_malloc(CELLS * sizeof *x);
     for (int i = 0; i < CELLS; i++)
         x[i] = (float)i;
@@ -617,14 +621,14 @@ static void rows_are_inserted_as_they_are_put(void **state)
     }
     w = cn_pg_new(dsn);
     r = cn_pg_new(dsn);
-    wal_since(r, "", before, sizeof before);
+    wal_now(r, before, sizeof before);
     assert_int_equal(infer_db_log_begin(w), CN_OK);
     assert_int_equal(infer_db_log_put(w, rows, ROWS), CN_OK);
     /* 1.6 MB of arrays went out; they are in once half of that is logged. */
     until = cn_mono_ms() + 5000;
-    while (wal_since(r, before, NULL, 0) < ROWS * CELLS * 4 / 2 && cn_mono_ms() < until)
+    while (wal_since(r, before) < ROWS * CELLS * 4 / 2 && cn_mono_ms() < until)
         usleep(10000);
-    assert_true(wal_since(r, before, NULL, 0) >= ROWS * CELLS * 4 / 2);
+    assert_true(wal_since(r, before) >= ROWS * CELLS * 4 / 2);
     assert_int_equal(infer_db_log_end(w), CN_OK);
     assert_int_equal(
         cn_pg_exec(r, "DELETE FROM inference.predictions WHERE request_id = $1", 1, p, NULL),
