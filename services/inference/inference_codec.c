@@ -801,6 +801,18 @@ int infer_v1_field_text(const struct infer_v1_req *r, const char *name, char *ou
     }
 }
 
+/* floor(log10(a)) or one less, for a finite a > 0: 2^b <= a < 2^(b+1) puts log10(a) in
+ * [b log10(2), (b+1) log10(2)), and b is a's binary exponent. 1233 / 4096 is log10(2)
+ * closely enough for every exponent a float has. log10() cost a quarter of writing a
+ * value. */
+static int dec_exp_low(double a)
+{
+    uint64_t u;
+    memcpy(&u, &a, sizeof u);
+    int b = (int)((u >> 52) & 0x7ff) - 1023;
+    return (b * 1233) >> 12;
+}
+
 /* Writes f (finite) as "%.9g" would, to out (at least 32 bytes); returns the length.
  * printf's exact binary-to-decimal conversion is most of the cost of a response or a log
  * row, so the nine digits come from one multiplication instead: m = round(|f| * 10^k),
@@ -813,13 +825,13 @@ static size_t fmt_float9(char *out, float f)
     double a = fabs((double)f);
     if (a == 0)
         return (size_t)snprintf(out, 32, "%.9g", (double)f);
-    int e = (int)floor(log10(a));
+    int e = dec_exp_low(a);
     int k = 8 - e;
     if (k < -22 || k > 22 || k - 1 < -22)
         return (size_t)snprintf(out, 32, "%.9g", (double)f);
     double sc = k >= 0 ? a * pow10_exact[k] : a / pow10_exact[-k];
     double r = nearbyint(sc);
-    if (r >= 1e9) { /* log10 said one digit too few, or rounding carried */
+    if (r >= 1e9) { /* e was one too low, or rounding carried */
         e++;
         k--;
         sc = k >= 0 ? a * pow10_exact[k] : a / pow10_exact[-k];
@@ -1254,6 +1266,40 @@ static double binary_value(const unsigned char *p, const struct dtype *dt)
     return (double)(int64_t)u;
 }
 
+/* FP32 tensor data on a little-endian host, the common case of a batch: its bytes are
+ * already the floats, so they are copied row by row. Returns false, having written
+ * nothing, for any other datatype or when a value is infinite (NaN is missing, and no
+ * finite float is out of range): read_binary's value-by-value loop then names the bad
+ * one. Both loops are simple enough to vectorise; value by value, a 1 000 x 20 batch took
+ * tens of microseconds. */
+static bool fp32_copy(const struct dtype *dt, const unsigned char *p, size_t rows, size_t cols, float *x,
+                      size_t f, size_t col0)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (dt->kind != D_FLOAT || dt->size != 4)
+        return false;
+    size_t n = rows * cols;
+    uint32_t inf = 0;
+    for (size_t k = 0; k < n; k++) {
+        uint32_t w;
+        memcpy(&w, p + 4 * k, 4);
+        inf |= (w & 0x7fffffffu) == 0x7f800000u;
+    }
+    if (inf)
+        return false;
+    if (cols == f && col0 == 0) {
+        memcpy(x, p, n * 4);
+        return true;
+    }
+    for (size_t r = 0; r < rows; r++)
+        memcpy(x + r * f + col0, p + r * cols * 4, cols * 4);
+    return true;
+#else
+    (void)dt, (void)p, (void)rows, (void)cols, (void)x, (void)f, (void)col0;
+    return false;
+#endif
+}
+
 /* Writes the binary tensor data of input i (rows x cols values at body + bin_off) into x,
  * like read_data. NaN means missing, as null does in JSON; infinities and values beyond
  * float are refused, BOOL takes bytes 0 and 1. */
@@ -1270,6 +1316,8 @@ static int read_binary(const struct input *in, size_t i, const unsigned char *bo
         return refuse(err, field, "%" JSON_INTEGER_FORMAT " bytes; shape %s of %s needs %zu",
                       in->bin_size, shape, in->dt->name, need);
     }
+    if (fp32_copy(in->dt, p, rows, cols, x, f, col0))
+        return CN_OK;
     for (size_t r = 0; r < rows; r++) {
         for (size_t c = 0; c < cols; c++, p += in->dt->size) {
             double d = binary_value(p, in->dt);

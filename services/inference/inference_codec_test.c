@@ -731,6 +731,22 @@ static void test_oip_binary(void **state)
     check_matrix("binary per feature", 0, x, want2, 6);
     free(x);
 
+    /* FP32 per feature: each column lands in its place, NaN stays missing. */
+    cn_buf_reset(&b);
+    cn_buf_puts(&b, "{\"inputs\": ["
+                    "{\"name\": \"c\", \"shape\": [2], \"datatype\": \"FP32\", \"parameters\": {\"binary_data_size\": 8}},"
+                    "{\"name\": \"a\", \"shape\": [2], \"datatype\": \"FP32\", \"parameters\": {\"binary_data_size\": 8}},"
+                    "{\"name\": \"b\", \"shape\": [2], \"datatype\": \"FP32\", \"data\": [4, 5]}]}");
+    h = (long long)b.len;
+    put_f32(&b, 3);
+    put_f32(&b, 6);
+    put_f32(&b, M);
+    put_f32(&b, -1e-40f);
+    const float want3[6] = {M, 4, 3, -1e-40f, 5, 6};
+    assert_int_equal(parse_bin(&b, h, &x, &n, &err), 0);
+    check_matrix("binary fp32 per feature", 0, x, want3, 6);
+    free(x);
+
     /* The header may also cover the whole body (no binary part). */
     cn_buf_reset(&b);
     cn_buf_puts(&b, "{\"inputs\": [{\"name\": \"t\", \"shape\": [3], \"datatype\": \"FP32\", \"data\": [1, 2, 3]}]}");
@@ -776,6 +792,14 @@ static void test_oip_binary(void **state)
     put_f32(&b, INFINITY);
     put_f32(&b, 3);
     expect_refusal(&b, h, "inputs[0] (binary), row 0, column 1", "infinite; send NaN for a missing value");
+
+    cn_buf_reset(&b);
+    cn_buf_puts(&b, "{\"inputs\": [{\"name\": \"t\", \"shape\": [2, 3], \"datatype\": \"FP32\", "
+                    "\"parameters\": {\"binary_data_size\": 24}}]}");
+    h = (long long)b.len;
+    for (int i = 0; i < 6; i++)
+        put_f32(&b, i == 5 ? -INFINITY : (float)i);
+    expect_refusal(&b, h, "inputs[0] (binary), row 1, column 2", "infinite; send NaN for a missing value");
 
     h = one_input(&b, "FP64", 24, "");
     put_f64(&b, 1);
@@ -1097,8 +1121,9 @@ static void test_v1_fast_path_agrees(void **state)
     assert_int_equal(fast_taken, 5);
 }
 
-/* fmt_float9 writes exactly what printf's %.9g writes: edges and 300 000 pseudo-random
- * floats, half of them random bit patterns, half decimals such as clients send. */
+/* fmt_float9 writes exactly what printf's %.9g writes: edges, the floats next to each
+ * power of ten, and 300 000 pseudo-random floats: random bit patterns, decimals such as
+ * clients send, and probabilities. */
 static void test_float_text_is_printf(void **state)
 {
     (void)state;
@@ -1116,8 +1141,10 @@ static void test_float_text_is_printf(void **state)
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if (i % 2)
+            if (i % 3 == 1)
                 f = (float)((x % 2000000) / 10000.0 - 100.0);
+            else if (i % 3 == 2) /* a probability, as most predictions are */
+                f = (float)(x % 16777216) / 16777216.0f;
             else
                 memcpy(&f, &x, sizeof f);
             if (!isfinite(f))
@@ -1129,6 +1156,20 @@ static void test_float_text_is_printf(void **state)
             print_error("%a: got %s, printf %s\n", (double)f, got, want);
         assert_string_equal(got, want);
         assert_int_equal(n, strlen(want));
+    }
+    /* Where the decimal exponent changes: the estimate from the binary exponent is low
+     * just above a power of ten. */
+    for (int p = -40; p <= 38; p++) {
+        float t = (float)pow(10.0, p);
+        const float near[] = {nextafterf(t, 0), t, nextafterf(t, INFINITY), -t};
+        for (size_t j = 0; j < CN_ARRAY_LEN(near); j++) {
+            if (!isfinite(near[j]))
+                continue;
+            size_t n = fmt_float9(got, near[j]);
+            snprintf(want, sizeof want, "%.9g", (double)near[j]);
+            assert_string_equal(got, want);
+            assert_int_equal(n, strlen(want));
+        }
     }
 }
 
