@@ -24,8 +24,9 @@
 #      keep-alive connections, latency from when each was due), p50/p99/max; before each,
 #      the gateway alone at the same rate (GET /healthz, no service behind it);
 #    - a 1 000-row batch, one client sending it back to back, in 5 rounds alternating with
-#      the raw batch: p50/p99 and the median ratio to raw, as v1 JSON and as OIP binary
-#      tensor data (Inference-Header-Content-Length).
+#      the raw batch: p50/p99 and the median ratio to raw, as v1 JSON, as OIP binary
+#      tensor data (Inference-Header-Content-Length) with a JSON answer, and binary both
+#      ways (outputs[0].parameters.binary_data, as tritonclient asks by default).
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
@@ -87,6 +88,12 @@ hdr = json.dumps({"inputs": [{"name": "input-0", "shape": list(B.shape), "dataty
                               "parameters": {"binary_data_size": B.nbytes}}]}).encode()
 with open(os.path.join(d, "batch.bin"), "wb") as f: f.write(hdr + B.astype("<f4").tobytes())
 with open(os.path.join(d, "batch.bin.hlen"), "w") as f: f.write(str(len(hdr)))
+# And asking for the output as binary tensor data too, as tritonclient does by default.
+hdr = json.dumps({"inputs": [{"name": "input-0", "shape": list(B.shape), "datatype": "FP32",
+                              "parameters": {"binary_data_size": B.nbytes}}],
+                  "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}).encode()
+with open(os.path.join(d, "batch.binout"), "wb") as f: f.write(hdr + B.astype("<f4").tobytes())
+with open(os.path.join(d, "batch.binout.hlen"), "w") as f: f.write(str(len(hdr)))
 pred = lambda A: bst.predict(xgb.DMatrix(A, nthread=1)).tolist()
 with open(os.path.join(d, "expect.json"), "w") as f:
     json.dump({"single": pred(R[:1]), "batch": pred(B)}, f)
@@ -136,10 +143,29 @@ assert bad < 1e-6, f"differs from XGBoost by {bad}"
 }
 HLEN=$(cat "$D/batch.bin.hlen")
 BIN_HDR=(-H "Inference-Header-Content-Length: $HLEN" -H 'content-type: application/octet-stream')
+BINOUT_HDR=(-H "Inference-Header-Content-Length: $(cat "$D/batch.binout.hlen")"
+            -H 'content-type: application/octet-stream')
+# The binary answer: its JSON part (Inference-Header-Content-Length bytes), then FP32.
+check_binout() {
+  curl -s -D "$D/binout.h" -o "$D/binout.out" -XPOST "$base/v2/models/bench/infer" "${auth[@]}" \
+    "${BINOUT_HDR[@]}" --data-binary @"$D/batch.binout"
+  $py - "$D/binout.h" "$D/binout.out" "$D/expect.json" <<'PY' || { echo "bench: binary output check failed" >&2; exit 1; }
+import json, struct, sys
+hdrs = dict(l.split(":", 1) for l in open(sys.argv[1]).read().splitlines()[1:] if ":" in l)
+hlen = int(next(v for k, v in hdrs.items() if k.lower() == "inference-header-content-length"))
+body = open(sys.argv[2], "rb").read(); want = json.load(open(sys.argv[3]))["batch"]
+doc = json.loads(body[:hlen]); size = doc["outputs"][0]["parameters"]["binary_data_size"]
+assert size == len(body) - hlen == 4 * len(want), (size, len(body), hlen)
+got = struct.unpack("<%df" % len(want), body[hlen:])
+bad = max(abs(a - b) for a, b in zip(got, want))
+assert bad < 1e-6, f"differs from XGBoost by {bad}"
+PY
+}
 check /v1/models/bench:predict "$D/single.json" single
 check /v1/models/bench:predict "$D/batch.json" batch
 check /v2/models/bench/infer "$D/oip.json" single
 check /v2/models/bench/infer "$D/batch.bin" batch "${BIN_HDR[@]}"
+check_binout
 
 # cairn-inference's own view, from its /metrics: mean time per call waiting for a worker
 # (queue), in XGBoost (compute) and from arrival to answer (total), and the prediction log.
@@ -281,6 +307,8 @@ echo "| 1 000-row batch, one client back to back $BATCH_HEAD"
 batch_row "POST $V1 ($(wc -c <"$D/batch.json") bytes of JSON)"; echo "$ROW"
 batch_row "POST $OIP, binary tensor data ($(wc -c <"$D/batch.bin") bytes)" $OIP "$D/batch.bin" "${BIN_HDR[@]}"
 echo "$ROW"
+batch_row "POST $OIP, binary tensor data in and out" $OIP "$D/batch.binout" "${BINOUT_HDR[@]}"
+echo "$ROW"
 echo "| raw XGBoost (inference_raw -b 1000) at the start | $RAW_B | - | - | - | - | 1.00x | - |"
 echo
 
@@ -332,6 +360,7 @@ if [ "$(nproc)" -ge 2 ]; then
   bench_gateway gateway-placed CAIRN_CPUS=0
   check /v1/models/bench:predict "$D/single.json" single
   check /v2/models/bench/infer "$D/batch.bin" batch "${BIN_HDR[@]}"
+  check_binout
   SAT_PROCS=("$GW_PID" "$INFER_PID" "$AUTH_PID" pg)
   LOG_W=0 LOG_D=0
   echo "Placed: gateway CAIRN_CPUS=0, cairn-inference CAIRN_CPUS=1 (its default workers: 3), log_sample_rate 1."
@@ -346,6 +375,7 @@ if [ "$(nproc)" -ge 2 ]; then
   echo
   echo "| 1 000-row batch, placed $BATCH_HEAD"
   batch_row "POST $OIP, binary tensor data" $OIP "$D/batch.bin" "${BIN_HDR[@]}"; echo "$ROW"
+  batch_row "POST $OIP, binary tensor data in and out" $OIP "$D/batch.binout" "${BINOUT_HDR[@]}"; echo "$ROW"
   echo
   echo "Prediction log (placed runs): $LOG_W rows written during them, $LOG_D dropped."
 fi

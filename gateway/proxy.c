@@ -19,6 +19,7 @@
 #include "gateway.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -504,7 +505,31 @@ static int sane_content_type(const char *s)
     return n > 0;
 }
 
-/* Sends a raw route's RawResponse: its body as is, with its Content-Type. */
+/* A header a service may add to a raw route's response: a lowercase token name that is
+ * not one the gateway sets or one of HTTP's hop-by-hop fields, and a value of printable
+ * ASCII (so it cannot split the header block). */
+static int sane_response_header(const char *name, const char *value)
+{
+    static const char *const owned[] = {
+        "connection", "content-length", "content-type", "date", "keep-alive", "proxy-authenticate",
+        "proxy-connection", "server", "server-timing", "te", "trailer", "transfer-encoding", "upgrade",
+        "x-request-id", NULL,
+    };
+    size_t n = 0;
+    for (; name[n]; n++)
+        if (n == 64 || !(islower((unsigned char)name[n]) || isdigit((unsigned char)name[n]) ||
+                         strchr("!#$%&'*+-.^_`|~", name[n]) != NULL))
+            return 0;
+    for (const char *const *o = owned; n > 0 && *o; o++)
+        if (strcmp(name, *o) == 0)
+            return 0;
+    for (size_t i = 0; value[i]; i++)
+        if (i == 1024 || ((value[i] < 0x20 && value[i] != '\t') || value[i] > 0x7e))
+            return 0;
+    return n > 0;
+}
+
+/* Sends a raw route's RawResponse: its body as is, with its Content-Type and headers. */
 static void respond_raw(struct reqstate *st, const Cairn__V1__Result *res, ProtobufCAllocator *alloc)
 {
     Cairn__V1__RawResponse *rr = cairn__v1__raw_response__unpack(alloc, res->body.len, res->body.data);
@@ -520,6 +545,17 @@ static void respond_raw(struct reqstate *st, const Cairn__V1__Result *res, Proto
         else
             cn_log(CN_LOG_WARN, "GW-BAD-CONTENT-TYPE", st->request_id, "%s %s: unusable content_type, sent as %s",
                    st->route->service, st->route->rpc, ctype);
+    }
+    for (size_t i = 0; i < rr->n_headers; i++) {
+        const Cairn__V1__Header *h = rr->headers[i];
+        if (h == NULL || h->name == NULL || h->value == NULL || !sane_response_header(h->name, h->value)) {
+            cn_log(CN_LOG_WARN, "GW-BAD-HEADER", st->request_id, "%s %s: response header %.64s dropped",
+                   st->route->service, st->route->rpc, h && h->name ? h->name : "");
+            continue;
+        }
+        /* Both strings live in req->pool (alloc), as long as the response. */
+        h2o_add_header_by_str(&st->req->pool, &st->req->res.headers, h->name, strlen(h->name), 0, NULL, h->value,
+                              strlen(h->value));
     }
     respond(st, st->route->status, ctype, (const char *)rr->body.data, rr->body.len);
 }

@@ -1,7 +1,8 @@
 /* proxy_test.c — the parts of one request's path that need no running loop: a raw
  * route's input (body, Content-Type, forwarded headers: credentials dropped, names
  * lowercased, count and length caps), the error shape per route (problem+json or the
- * Open Inference Protocol's {"error"}), the Content-Type a RawResponse may set, and
+ * Open Inference Protocol's {"error"}), the Content-Type and headers a RawResponse may
+ * set, and
  * readiness limited to CAIRN_READY_SERVICES against real nng connections. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,6 +177,37 @@ static void test_sane_content_type(void **state)
     assert_true(sane_content_type(long_ct));
 }
 
+/* The headers a RawResponse may add: lowercase tokens the gateway does not set itself,
+ * printable values; nothing that could split the header block. */
+static void test_sane_response_header(void **state)
+{
+    (void)state;
+    assert_true(sane_response_header("inference-header-content-length", "123"));
+    assert_true(sane_response_header("x-model-version", "3\tb"));
+    assert_true(sane_response_header("cache-control", ""));
+    assert_false(sane_response_header("", "1"));
+    assert_false(sane_response_header("Inference-Header-Content-Length", "1"));
+    assert_false(sane_response_header("x a", "1"));
+    assert_false(sane_response_header("x:a", "1"));
+    assert_false(sane_response_header("x-a", "1\r\nx-evil: 1"));
+    assert_false(sane_response_header("x-a", "caf\xc3\xa9"));
+    const char *owned[] = {"content-length", "content-type", "connection", "transfer-encoding", "x-request-id",
+                           "server-timing", "upgrade", "keep-alive", "date", "server"};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        assert_false(sane_response_header(owned[i], "1"));
+    char name[80], value[1100];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    assert_false(sane_response_header(name, "1"));
+    name[64] = '\0';
+    assert_true(sane_response_header(name, "1"));
+    memset(value, 'v', sizeof value - 1);
+    value[sizeof value - 1] = '\0';
+    assert_false(sane_response_header("x-a", value));
+    value[1024] = '\0';
+    assert_true(sane_response_header("x-a", value));
+}
+
 static json_t *parse(const struct cn_buf *b)
 {
     json_error_t je;
@@ -291,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_raw_input_caps),
         cmocka_unit_test(test_header_forwarded),
         cmocka_unit_test(test_sane_content_type),
+        cmocka_unit_test(test_sane_response_header),
         cmocka_unit_test(test_error_body),
         cmocka_unit_test(test_services_ready),
     };

@@ -1338,7 +1338,18 @@ static int read_binary(const struct input *in, size_t i, const unsigned char *bo
     return CN_OK;
 }
 
-static int parse_outputs(const json_t *outputs, struct infer_err *err)
+/* A bool parameter's value into *out; refused unless true or false. */
+static int bool_param(const json_t *v, const char *field, int *out, struct infer_err *err)
+{
+    if (!json_is_boolean(v))
+        return refuse(err, field, "expected true or false");
+    *out = json_is_true(v);
+    return CN_OK;
+}
+
+/* The outputs asked for; *binary becomes 0 or 1 when the output says how it wants its
+ * data (parameters.binary_data), else stays as it was. */
+static int parse_outputs(const json_t *outputs, int *binary, struct infer_err *err)
 {
     char field[128];
     const char *key;
@@ -1366,6 +1377,10 @@ static int parse_outputs(const json_t *outputs, struct infer_err *err)
                     snprintf(field, sizeof field, "outputs[%zu].parameters", i);
                     return refuse(err, field, "expected an object");
                 }
+                const json_t *bd = json_object_get(v, "binary_data");
+                snprintf(field, sizeof field, "outputs[%zu].parameters.binary_data", i);
+                if (bd != NULL && bool_param(bd, field, binary, err) != CN_OK)
+                    return CN_EINVAL;
             } else {
                 snprintf(field, sizeof field, "outputs[%zu].%s", i, key);
                 return refuse(err, field, "unknown field; expected name or parameters");
@@ -1429,7 +1444,7 @@ out:
 }
 
 int infer_oip_parse(const void *body, size_t len, long long header_len, const struct infer_meta *meta,
-                    const struct infer_caps *caps, float **x, size_t *nrows, char **id,
+                    const struct infer_caps *caps, float **x, size_t *nrows, char **id, bool *binary,
                     struct infer_err *err)
 {
     struct infer_err dummy;
@@ -1441,12 +1456,13 @@ int infer_oip_parse(const void *body, size_t len, long long header_len, const st
     char shape[64];
     float *m = NULL;
     bool by_feature;
-    int rc;
+    int rc, bin_out = 0, bin_default = 0;
 
     err = err ? err : &dummy;
     *x = NULL;
     *nrows = 0;
     *id = NULL;
+    *binary = false;
     if (meta == NULL || meta->num_features <= 0) {
         refuse(err, "", "the model's feature count is unknown");
         return CN_EINTERNAL;
@@ -1475,6 +1491,10 @@ int infer_oip_parse(const void *body, size_t len, long long header_len, const st
                 rc = refuse(err, "parameters", "expected an object");
                 goto out;
             }
+            const json_t *bd = json_object_get(v, "binary_data_output");
+            if (bd != NULL &&
+                (rc = bool_param(bd, "parameters.binary_data_output", &bin_default, err)) != CN_OK)
+                goto out;
         } else if (strcmp(key, "inputs") == 0) {
             inputs = v;
         } else if (strcmp(key, "outputs") == 0) {
@@ -1489,7 +1509,8 @@ int infer_oip_parse(const void *body, size_t len, long long header_len, const st
                     inputs == NULL ? "missing" : "expected a non-empty array", OIP_EXAMPLE);
         goto out;
     }
-    if (outputs != NULL && (rc = parse_outputs(outputs, err)) != CN_OK)
+    bin_out = -1;
+    if (outputs != NULL && (rc = parse_outputs(outputs, &bin_out, err)) != CN_OK)
         goto out;
 
     /* The form is decided by the count, so that a hostile count is refused before it
@@ -1572,6 +1593,7 @@ int infer_oip_parse(const void *body, size_t len, long long header_len, const st
     *x = m;
     *nrows = rows;
     *id = idv ? cn_strdup(idv) : NULL;
+    *binary = bin_out >= 0 ? bin_out == 1 : bin_default == 1;
     m = NULL;
 out:
     free(m);
@@ -1581,9 +1603,10 @@ out:
     return rc;
 }
 
-void infer_oip_response(struct cn_buf *out, const char *model, int version, const char *id,
-                        const float *pred, size_t nrows, int outputs)
+size_t infer_oip_response(struct cn_buf *out, const char *model, int version, const char *id,
+                          const float *pred, size_t nrows, int outputs, bool binary)
 {
+    size_t start = out->len, k = outputs > 1 ? (size_t)outputs : 1;
     cn_buf_puts(out, "{\"model_name\":");
     put_str(out, model);
     cn_buf_printf(out, ",\"model_version\":\"%d\"", version);
@@ -1596,9 +1619,23 @@ void infer_oip_response(struct cn_buf *out, const char *model, int version, cons
         cn_buf_printf(out, "[%zu,%d]", nrows, outputs);
     else
         cn_buf_printf(out, "[%zu]", nrows);
-    cn_buf_puts(out, ",\"data\":");
-    put_preds(out, pred, nrows, outputs, true);
-    cn_buf_puts(out, "}]}");
+    if (!binary) {
+        cn_buf_puts(out, ",\"data\":");
+        put_preds(out, pred, nrows, outputs, true);
+        cn_buf_puts(out, "}]}");
+        return out->len - start;
+    }
+    cn_buf_printf(out, ",\"parameters\":{\"binary_data_size\":%zu}}]}", nrows * k * 4);
+    size_t header = out->len - start;
+    cn_buf_reserve(out, nrows * k * 4 + 1);
+    for (size_t i = 0; i < nrows * k; i++) {
+        uint32_t w;
+        memcpy(&w, &pred[i], 4);
+        for (unsigned b = 0; b < 4; b++)
+            out->data[out->len++] = (char)(w >> (8 * b));
+    }
+    out->data[out->len] = '\0';
+    return header;
 }
 
 void infer_oip_model_metadata(struct cn_buf *out, const char *model, const int *versions,

@@ -105,25 +105,32 @@ void infer_v1_response(struct cn_buf *out, const float *pred, size_t nrows, int 
  * Datatypes FP32, FP64 (finite as float; null means missing), INT8..INT64 and
  * UINT8..UINT64 (whole numbers in range), BOOL (true/false); FP16 and BYTES are refused.
  * The only output that may be requested is "predict". Unknown keys are refused; the
- * contents of parameters are ignored but for an input's binary_data_size.
+ * contents of parameters are ignored but for an input's binary_data_size, the request's
+ * binary_data_output and an output's binary_data (true or false, else refused).
  * Binary tensor data (the extension of Triton and KServe): header_len is the request's
  * Inference-Header-Content-Length (the JSON part is body[0 .. header_len)), or -1 when it
  * had none. An input with parameters.binary_data_size has no data; its values follow the
  * JSON part, little-endian and row-major, the binary inputs' data back to back in input
  * order, and the sizes must add up to the rest of the body exactly. NaN is a missing
- * value there; BOOL is one byte, 0 or 1. Outputs are always JSON.
- * Returns 0 with *x (malloc'd, *nrows * num_features floats), *nrows and *id (a malloc'd
- * copy of the request's id, at most INFER_MAX_ID bytes, or NULL when there is none);
- * or CN_EINVAL with err filled and *x, *id NULL, *nrows 0. */
+ * value there; BOOL is one byte, 0 or 1. The output is asked for as binary tensor data
+ * by outputs[].parameters.binary_data: true, or by parameters.binary_data_output: true
+ * when the output does not say.
+ * Returns 0 with *x (malloc'd, *nrows * num_features floats), *nrows, *id (a malloc'd
+ * copy of the request's id, at most INFER_MAX_ID bytes, or NULL when there is none) and
+ * *binary (the output as binary tensor data); or CN_EINVAL with err filled and *x, *id
+ * NULL, *nrows 0. */
 int infer_oip_parse(const void *body, size_t len, long long header_len, const struct infer_meta *meta,
-                    const struct infer_caps *caps, float **x, size_t *nrows, char **id,
+                    const struct infer_caps *caps, float **x, size_t *nrows, char **id, bool *binary,
                     struct infer_err *err);
 
 /* Appends {"model_name": m, "model_version": "v", "id": id (only when id is not NULL),
  * "outputs": [{"name": "predict", "datatype": "FP32", "shape": [N] or [N, outputs],
- * "data": [...]}]}, data flat, numbers as in infer_v1_response. */
-void infer_oip_response(struct cn_buf *out, const char *model, int version, const char *id,
-                        const float *pred, size_t nrows, int outputs);
+ * "data": [...]}]}, data flat, numbers as in infer_v1_response. With binary, the output
+ * has "parameters": {"binary_data_size": bytes} instead of data, and the predictions
+ * follow the JSON as little-endian FP32 (non-finite ones as they are). Returns the length
+ * of the JSON part (the response's Inference-Header-Content-Length when binary). */
+size_t infer_oip_response(struct cn_buf *out, const char *model, int version, const char *id,
+                          const float *pred, size_t nrows, int outputs, bool binary);
 
 /* Appends the model metadata: {"name": m, "versions": ["1", ...], "platform": "xgboost",
  * "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, F]}], "outputs":

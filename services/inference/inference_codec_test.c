@@ -28,6 +28,10 @@
 static char *abc_names[] = {"a", "b", "c"};
 static char *x_names[] = {"x"};
 
+/* Where infer_oip_parse says whether the output is wanted as binary tensor data, for the
+ * tests that are about something else. */
+static bool binary_out;
+
 /* Three features named a, b, c; binary. */
 static const struct infer_meta named3 = {
     .num_features = 3, .feature_names = abc_names, .n_feature_names = 3, .outputs = 1};
@@ -575,7 +579,7 @@ static void test_oip_parse_cases(void **state)
         float *x = (float *)&err;
         char *id = (char *)&err;
         size_t n = 99;
-        int rc = infer_oip_parse(c->body, strlen(c->body), -1, c->meta, &caps, &x, &n, &id, &err);
+        int rc = infer_oip_parse(c->body, strlen(c->body), -1, c->meta, &caps, &x, &n, &id, &binary_out, &err);
 
         if (c->rc != 0) {
             check_refusal("oip", i, rc, c->rc, &err, c->field, c->msg);
@@ -621,7 +625,7 @@ static void test_oip_forms_agree(void **state)
         char *id;
         size_t n;
         assert_int_equal(
-            infer_oip_parse(bodies[i], strlen(bodies[i]), -1, &named3, NULL, &x, &n, &id, &err), 0);
+            infer_oip_parse(bodies[i], strlen(bodies[i]), -1, &named3, NULL, &x, &n, &id, &binary_out, &err), 0);
         assert_int_equal(n, 2);
         check_matrix("forms", i, x, want, 6);
         free(x);
@@ -663,7 +667,7 @@ static void put_f64(struct cn_buf *b, double d)
 static int parse_bin(const struct cn_buf *b, long long hlen, float **x, size_t *n, struct infer_err *err)
 {
     char *id = NULL;
-    int rc = infer_oip_parse(b->data, b->len, hlen, &named3, NULL, x, n, &id, err);
+    int rc = infer_oip_parse(b->data, b->len, hlen, &named3, NULL, x, n, &id, &binary_out, err);
     free(id);
     return rc;
 }
@@ -856,7 +860,7 @@ static void test_oip_id(void **state)
         cn_buf_puts(&b,
                     "\", \"inputs\": [{\"name\": \"t\", \"shape\": [3], \"datatype\": \"FP32\", "
                     "\"data\": [1, 2, 3]}]}");
-        int rc = infer_oip_parse(b.data, b.len, -1, &named3, NULL, &x, &n, &id, &err);
+        int rc = infer_oip_parse(b.data, b.len, -1, &named3, NULL, &x, &n, &id, &binary_out, &err);
         if (len == INFER_MAX_ID) {
             assert_int_equal(rc, 0);
             assert_int_equal(strlen(id), INFER_MAX_ID);
@@ -890,12 +894,12 @@ static void test_caps(void **state)
     for (int i = 0; i < 300; i++)
         cn_buf_printf(&b, "%s%d", i ? "," : "", i);
     cn_buf_puts(&b, "]}]}");
-    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &err), CN_EINVAL);
+    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &binary_out, &err), CN_EINVAL);
     assert_string_equal(err.field, "inputs[0].shape");
     assert_non_null(strstr(err.message,
                            "3 rows of 100 features are more than the 250 values allowed per call"));
     caps.max_cells = 300;
-    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &err), 0);
+    assert_int_equal(infer_oip_parse(b.data, b.len, -1, &m, &caps, &x, &n, &id, &binary_out, &err), 0);
     assert_int_equal(n, 3);
     assert_true(x[299] == 299.0f && x[100] == 100.0f);
     free(x);
@@ -989,7 +993,7 @@ static void test_oip_response(void **state)
     const float multi[] = {0.7f, 0.2f, 0.1f, 0, 0.5f, NAN};
     struct cn_buf b = {0};
 
-    infer_oip_response(&b, "churn", 3, "req-1", bin, 2, 1);
+    infer_oip_response(&b, "churn", 3, "req-1", bin, 2, 1, false);
     assert_string_equal(
         b.data,
         "{\"model_name\":\"churn\",\"model_version\":\"3\",\"id\":\"req-1\",\"outputs\":"
@@ -999,7 +1003,7 @@ static void test_oip_response(void **state)
     json_decref(j);
 
     cn_buf_reset(&b);
-    infer_oip_response(&b, "iris", 2, NULL, multi, 2, 3);
+    infer_oip_response(&b, "iris", 2, NULL, multi, 2, 3, false);
     assert_string_equal(b.data,
                         "{\"model_name\":\"iris\",\"model_version\":\"2\",\"outputs\":[{\"name\":"
                         "\"predict\",\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":"
@@ -1009,6 +1013,70 @@ static void test_oip_response(void **state)
     assert_int_equal(json_array_size(json_object_get(o, "data")), 6);
     assert_null(json_object_get(j, "id"));
     json_decref(j);
+    cn_buf_free(&b);
+}
+
+/* Binary tensor data out: asked for per output or for the request, the output's word
+ * first; the JSON part and then the predictions as little-endian FP32. */
+static void test_oip_binary_output(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *extra;
+        int want;          /* 0, 1, or -1: refused */
+        const char *field;
+    } cases[] = {
+        {"", 0, NULL},
+        {", \"outputs\": [{\"name\": \"predict\", \"parameters\": {\"binary_data\": true}}]", 1, NULL},
+        {", \"parameters\": {\"binary_data_output\": true}", 1, NULL},
+        {", \"parameters\": {\"binary_data_output\": true}, \"outputs\": [{\"name\": \"predict\"}]", 1, NULL},
+        {", \"parameters\": {\"binary_data_output\": true}, "
+         "\"outputs\": [{\"name\": \"predict\", \"parameters\": {\"binary_data\": false}}]", 0, NULL},
+        {", \"parameters\": {\"binary_data_output\": false}", 0, NULL},
+        {", \"outputs\": [{\"name\": \"predict\", \"parameters\": {\"binary_data\": \"yes\"}}]", -1,
+         "outputs[0].parameters.binary_data"},
+        {", \"parameters\": {\"binary_data_output\": 1}", -1, "parameters.binary_data_output"},
+    };
+    struct cn_buf b = {0};
+    for (size_t i = 0; i < CN_ARRAY_LEN(cases); i++) {
+        struct infer_err err;
+        float *x;
+        size_t n;
+        char *id;
+        bool binary = !cases[i].want;
+        cn_buf_reset(&b);
+        cn_buf_printf(&b, "{\"inputs\": [{\"name\": \"i\", \"shape\": [3], \"datatype\": \"FP32\", "
+                          "\"data\": [1, 2, 3]}]%s}", cases[i].extra);
+        int rc = infer_oip_parse(b.data, b.len, -1, &named3, NULL, &x, &n, &id, &binary, &err);
+        if (cases[i].want < 0) {
+            assert_int_equal(rc, CN_EINVAL);
+            assert_string_equal(err.field, cases[i].field);
+            assert_non_null(strstr(err.message, "expected true or false"));
+            continue;
+        }
+        if (rc != 0 || binary != (cases[i].want == 1))
+            print_error("case %zu: rc %d, binary %d\n", i, rc, binary);
+        assert_int_equal(rc, 0);
+        assert_int_equal(binary, cases[i].want == 1);
+        free(x);
+    }
+
+    const float multi[6] = {0.7f, 0.2f, 0.1f, 0, 0.5f, INFINITY};
+    cn_buf_reset(&b);
+    size_t h = infer_oip_response(&b, "iris", 2, "r1", multi, 2, 3, true);
+    const char *want = "{\"model_name\":\"iris\",\"model_version\":\"2\",\"id\":\"r1\",\"outputs\":[{\"name\":"
+                       "\"predict\",\"datatype\":\"FP32\",\"shape\":[2,3],"
+                       "\"parameters\":{\"binary_data_size\":24}}]}";
+    assert_int_equal(h, strlen(want));
+    assert_memory_equal(b.data, want, h);
+    assert_int_equal(b.len, h + 24);
+    for (int i = 0; i < 6; i++) {
+        const unsigned char *p = (const unsigned char *)b.data + h + 4 * i;
+        uint32_t w = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        float f;
+        memcpy(&f, &w, 4);
+        assert_true(f == multi[i]);
+    }
     cn_buf_free(&b);
 }
 
@@ -1189,6 +1257,7 @@ int main(void)
         cmocka_unit_test(test_v1_response_multiclass),
         cmocka_unit_test(test_oip_binary),
         cmocka_unit_test(test_oip_response),
+        cmocka_unit_test(test_oip_binary_output),
         cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_v1_fast_path_agrees),
         cmocka_unit_test(test_float_text_is_printf),

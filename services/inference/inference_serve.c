@@ -540,6 +540,25 @@ static void answer_json(struct cn_buf *b, Cairn__V1__RawResponse_Closure done, v
     done(&resp, cd);
 }
 
+/* An OIP answer with binary tensor data: json_len bytes of JSON, then the data; the
+ * Inference-Header-Content-Length header tells the client where the JSON ends. */
+static void answer_binary(struct cn_buf *b, size_t json_len, Cairn__V1__RawResponse_Closure done, void *cd)
+{
+    char len_text[24];
+    snprintf(len_text, sizeof len_text, "%zu", json_len);
+    Cairn__V1__Header h = CAIRN__V1__HEADER__INIT;
+    h.name = "inference-header-content-length";
+    h.value = len_text;
+    Cairn__V1__Header *hs[1] = {&h};
+    Cairn__V1__RawResponse resp = CAIRN__V1__RAW_RESPONSE__INIT;
+    resp.body.data = (uint8_t *)b->data;
+    resp.body.len = b->len;
+    resp.content_type = "application/octet-stream";
+    resp.headers = hs;
+    resp.n_headers = 1;
+    done(&resp, cd);
+}
+
 /* ------------------------------------------------------------------ Predict */
 
 struct v1_sticky {
@@ -648,6 +667,7 @@ void infer_infer(Cairn__V1__Inference_Service *service, const Cairn__V1__OipRequ
     float *x = NULL, *pred = NULL;
     size_t nrows = 0;
     char *id = NULL;
+    bool binary = false;
     struct outcome o = {.start_us = start};
     /* Binary tensor data: the header says where the JSON part ends. */
     const char *hl = header_of(in->headers, in->n_headers, "inference-header-content-length");
@@ -660,7 +680,8 @@ void infer_infer(Cairn__V1__Inference_Service *service, const Cairn__V1__OipRequ
         served_release(&s);
         return;
     }
-    if (infer_oip_parse(in->body.data, in->body.len, header_len, &s.entry->v.meta, &caps, &x, &nrows, &id, &err) !=
+    if (infer_oip_parse(in->body.data, in->body.len, header_len, &s.entry->v.meta, &caps, &x, &nrows, &id, &binary,
+                        &err) !=
         CN_OK) {
         cn_series_add(cn_metric_series(m_failed, (const char *[]){"input"}), 1);
         if (err.field[0])
@@ -672,8 +693,11 @@ void infer_infer(Cairn__V1__Inference_Service *service, const Cairn__V1__OipRequ
         done(NULL, cd);
     } else {
         struct cn_buf b = {0};
-        infer_oip_response(&b, in->model, s.version, id, pred, nrows, o.outputs);
-        answer_json(&b, done, cd);
+        size_t json_len = infer_oip_response(&b, in->model, s.version, id, pred, nrows, o.outputs, binary);
+        if (binary)
+            answer_binary(&b, json_len, done, cd);
+        else
+            answer_json(&b, done, cd);
         cn_buf_free(&b);
         bookkeeping(call, in->model, &s, &o);
     }

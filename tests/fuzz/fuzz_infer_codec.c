@@ -81,7 +81,7 @@ static void check_outputs(const float *x, size_t n, size_t f, const char *id)
     json_decref(j);
 
     cn_buf_reset(&b);
-    infer_oip_response(&b, "m", 1, id, x, n, (int)f);
+    infer_oip_response(&b, "m", 1, id, x, n, (int)f, false);
     j = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
     if (j == NULL)
         die("OIP response is not JSON", NULL);
@@ -91,6 +91,20 @@ static void check_outputs(const float *x, size_t n, size_t f, const char *id)
     if (id != NULL && (!json_is_string(json_object_get(j, "id")) ||
                        strcmp(json_string_value(json_object_get(j, "id")), id) != 0))
         die("OIP response does not echo the id", NULL);
+    json_decref(j);
+
+    /* As binary tensor data: the JSON part says how many bytes follow, and they do. */
+    cn_buf_reset(&b);
+    size_t hlen = infer_oip_response(&b, "m", 1, id, x, n, (int)f, true);
+    j = hlen <= b.len ? json_loadb(b.data, hlen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (j == NULL)
+        die("binary OIP response has no JSON part", NULL);
+    out = json_array_get(json_object_get(j, "outputs"), 0);
+    json_t *bs = json_object_get(json_object_get(out, "parameters"), "binary_data_size");
+    if (json_object_get(out, "data") != NULL || !json_is_integer(bs) ||
+        (size_t)json_integer_value(bs) != n * f * 4 || b.len - hlen != n * f * 4 ||
+        memcmp(b.data + hlen, x, n * f * 4) != 0)
+        die("binary OIP response is not n * outputs FP32 after the JSON", NULL);
     json_decref(j);
     cn_buf_free(&b);
 }
@@ -173,7 +187,8 @@ static void oip(const uint8_t *data, size_t size, long long header_len, const st
     float *x;
     char *id;
     size_t n;
-    int rc = infer_oip_parse(data, size, header_len, meta, &caps, &x, &n, &id, &err);
+    bool binary;
+    int rc = infer_oip_parse(data, size, header_len, meta, &caps, &x, &n, &id, &binary, &err);
 
     if (rc != CN_OK) {
         check_refused(rc, x, &err);

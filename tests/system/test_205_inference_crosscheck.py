@@ -199,6 +199,51 @@ def test_v2_binary_tensor_matches_python(iapi, modeler, served, spec):
         assert_outputs(r.json(), s, want)
 
 
+def binary_response(r):
+    """(JSON part, the output's values) of an answer with binary tensor data out."""
+    assert r.status_code == 200, f"infer: {r.status_code} {r.text[:500]}"
+    assert r.headers["Content-Type"] == "application/octet-stream", r.headers
+    hlen = int(r.headers["Inference-Header-Content-Length"])
+    body = json.loads(r.content[:hlen])
+    out = body["outputs"][0]
+    assert "data" not in out, out
+    assert out["parameters"]["binary_data_size"] == len(r.content) - hlen, (out, len(r.content), hlen)
+    return body, np.frombuffer(r.content[hlen:], dtype="<f4")
+
+
+@pytest.mark.parametrize("spec", ["binary", "multi_named"])
+def test_v2_binary_output_matches_python(iapi, modeler, served, spec):
+    """Binary tensor data out, asked per output or for the request, from JSON or binary
+    inputs: the same predictions as Python's XGBoost, and the JSON part's shape."""
+    s = served[spec]
+    per_output = {"outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}
+    for_request = {"parameters": {"binary_data_output": True}}
+    for ask in (per_output, for_request):
+        r = iapi.infer(modeler.access, s.name, {"id": "b1", "inputs": [tensor(s.t.X)], **ask})
+        body, data = binary_response(r)
+        assert body["id"] == "b1" and body["model_name"] == s.name, body
+        shape = [len(s.t.X), s.t.num_classes] if s.t.num_classes else [len(s.t.X)]
+        assert body["outputs"][0]["shape"] == shape, body
+        assert_close(data.tolist(), s.t.pred.reshape(-1), what="binary output")
+    body, hlen = binary_request([("input-0", s.t.Xm, "FP32")])
+    head = json.loads(body[:int(hlen)])
+    head.update(for_request)
+    j = json.dumps(head).encode()
+    r = iapi.infer(modeler.access, s.name, j + body[int(hlen):],
+                   headers={"Inference-Header-Content-Length": str(len(j)),
+                            "Content-Type": "application/octet-stream"})
+    _, data = binary_response(r)
+    assert_close(data.tolist(), s.t.pred_m.reshape(-1), what="binary in, binary out")
+    # The output's own word wins over the request's; a non-bool is refused.
+    r = iapi.infer(modeler.access, s.name, {"inputs": [tensor(s.t.X)], **for_request,
+                                            "outputs": [{"name": "predict", "parameters": {"binary_data": False}}]})
+    assert r.status_code == 200 and "Inference-Header-Content-Length" not in r.headers, r.headers
+    assert_outputs(r.json(), s, s.t.pred)
+    r = iapi.infer(modeler.access, s.name, {"inputs": [tensor(s.t.X)], "parameters": {"binary_data_output": "yes"}})
+    assert r.status_code == 400, r.text[:300]
+    assert "parameters.binary_data_output: expected true or false" in r.json()["error"], r.text[:300]
+
+
 @pytest.mark.parametrize("datatype", ["FP64", "INT16", "INT32"])
 def test_v2_binary_datatypes_and_tensor_per_feature(iapi, modeler, served, datatype):
     s = served["multi_named"]
