@@ -593,25 +593,36 @@ static struct gw_endpoint *pick(struct gw_upstream *u, const struct gw_pick *p, 
     return cand[gw_p2c(score, n, cn_fast_random())];
 }
 
+/* The receive's completion, on an nng thread. The send has no callback: a completed
+ * send would wake one of nng's task threads, which then contended with the loop for the
+ * socket's lock, once per call, for nothing. The receive is started at once instead
+ * (nng's REQ takes it as soon as the request is queued). A reply means the request went
+ * out. Any other end leaves the send done, or queued and abandoned: nng 1.5.2 resets the
+ * request when its receive is cancelled or times out, but leaves the send's aio
+ * scheduled, and cancelling that aio then dereferences the freed request. Closing the
+ * context ends such a send (NNG_ECLOSED) safely, after which its result says whether the
+ * request was sent. */
 static void on_aio(void *arg)
 {
     struct gw_upcall *c = arg;
     int rv = nng_aio_result(c->aio);
-    if (c->stage == 0) {
-        if (rv == 0) {
-            c->sent = true;
-            c->stage = 1;
-            nng_ctx_recv(c->ctx, c->aio);
-            /* nng_aio_cancel only reaches a scheduled operation: a cancel (connection
-             * lost, client gone) between the send completing and the receive being
-             * scheduled was dropped, so look again now that it is. */
-            if (atomic_load(&c->ep->pipes) <= 0 || atomic_load(&c->cancelled))
-                nng_aio_cancel(c->aio);
-            return;
-        }
-        nng_msg_free(nng_aio_get_msg(c->aio));
-    } else if (rv == 0) {
+    if (rv == 0) {
+        c->sent = true;
         c->reply = nng_aio_get_msg(c->aio);
+    } else {
+        nng_ctx_close(c->ctx);
+        c->ctx_closed = true;
+        nng_aio_wait(c->send_aio);
+        int srv = nng_aio_result(c->send_aio);
+        c->sent = srv == 0;
+        if (srv != 0) {
+            /* Ours again, or already freed by nng (NULL). */
+            nng_msg_free(nng_aio_get_msg(c->send_aio));
+            nng_aio_set_msg(c->send_aio, NULL);
+            /* The receive found no request: the send's failure is the reason. */
+            if (rv == NNG_ESTATE)
+                rv = srv;
+        }
     }
     c->rv = rv;
     calls_remove(c->ep, c);
@@ -643,12 +654,16 @@ int gw_upstream_call_ex(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o
         c->data = data;
         c->rx = rx;
         c->start_us = cn_mono_us();
-        if (nng_aio_alloc(&c->aio, on_aio, c) != 0)
+        if (nng_aio_alloc(&c->aio, on_aio, c) != 0 || nng_aio_alloc(&c->send_aio, NULL, NULL) != 0)
             abort();
+        /* The receive's timeout bounds the call; the send never times out on its own
+         * (see on_aio). */
+        nng_aio_set_timeout(c->send_aio, NNG_DURATION_INFINITE);
         nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : NNG_DURATION_DEFAULT);
-        nng_aio_set_msg(c->aio, msg);
+        nng_aio_set_msg(c->send_aio, msg);
         calls_add(ep, c);
-        nng_ctx_send(c->ctx, c->aio);
+        nng_ctx_send(c->ctx, c->send_aio);
+        nng_ctx_recv(c->ctx, c->aio);
         /* Lost the connection between pick and here: the cancel sweep may have missed us. */
         if (atomic_load(&ep->pipes) <= 0)
             nng_aio_cancel(c->aio);
@@ -722,9 +737,12 @@ void gw_upstream_on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mes
             if (c->on_done)
                 c->on_done(c);
         }
-        /* on_aio has returned or is returning; nng_aio_free waits for it. */
+        /* on_aio has returned or is returning; nng_aio_free waits for it. The context
+         * closes before the send's aio is freed (see on_aio). */
         nng_aio_free(c->aio);
-        nng_ctx_close(c->ctx);
+        if (!c->ctx_closed)
+            nng_ctx_close(c->ctx);
+        nng_aio_free(c->send_aio);
         if (c->reply)
             nng_msg_free(c->reply);
         free(c);

@@ -9,10 +9,11 @@
  * endpoint that leaves the set is closed once its calls in flight are done. A call goes to
  * a connected endpoint chosen by load (below). With no connected endpoint it
  * fails at once with UNAVAILABLE (a dial to a dead address never fails in nng; requests
- * would just wait out their timeout). Completion runs on nng's threads, which hand the
- * call back to the loop that made it with h2o_multithread_send_message; the loop then
- * calls on_done and frees the call. Cancelling (client went away) is a loop-side flag
- * plus nng_aio_cancel; the call is still freed by the loop when the aio completes.
+ * would just wait out their timeout). The loop starts the send and the receive together;
+ * the receive completes on nng's threads, which hand the call back to the loop that made
+ * it with h2o_multithread_send_message; the loop then calls on_done and frees the call.
+ * Cancelling (client went away) is a loop-side flag plus nng_aio_cancel of the receive;
+ * the call is still freed by the loop when the receive completes.
  * When an endpoint loses its last connection, its calls in flight are cancelled at
  * once (rv NNG_ECANCELED): nng would otherwise hold them for a pipe that may never come
  * back, and the client would wait out the whole route timeout.
@@ -49,8 +50,9 @@ struct gw_upcall {
     struct gw_upstream *up;
     struct gw_endpoint *ep;
     nng_ctx ctx;
-    nng_aio *aio;
-    int stage;                          /* 0 sending, 1 receiving */
+    nng_aio *send_aio;                  /* no callback: see on_aio in upstream.c */
+    nng_aio *aio;                       /* the receive: its completion ends the call */
+    bool ctx_closed;
     int rv;                             /* nng result: 0, NNG_ETIMEDOUT, NNG_ECANCELED, ... */
     atomic_bool cancelled;              /* nobody wants the answer (set on the loop) */
     bool sent;                          /* the request reached the socket (for retry safety) */
