@@ -107,6 +107,15 @@ static int cmp_double(const void *a, const void *b)
 /* The index of the first element of v[0..n) greater than x (n when none). */
 static size_t upper_bound(const double *v, size_t n, double x)
 {
+    /* Up to 64 edges (every numeric binning and category list built here), count the
+     * edges <= x without branches: on live values the binary search's branches were
+     * mispredicted about every other step, 20 ns a value. */
+    if (n <= 64) {
+        size_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            c += v[i] <= x;
+        return c;
+    }
     size_t lo = 0, hi = n;
 
     while (lo < hi) {
@@ -308,7 +317,7 @@ static bool bins_from_json(const json_t *o, struct infer_bins *b)
     b->ref_share = cn_malloc(nb * sizeof *b->ref_share);
     if (!read_numbers(edges, b->edges, nb - 1) || !read_numbers(share, b->ref_share, nb))
         return false;
-    /* infer_bins_index binary-searches the edges: they must ascend strictly. */
+    /* infer_bins_index counts or binary-searches the edges: they must ascend strictly. */
     for (size_t i = 1; i + 1 < nb; i++)
         if (!(b->edges[i - 1] < b->edges[i]))
             return false;
@@ -524,17 +533,35 @@ static void retire(struct track *t)
     tr.retired = t;
 }
 
+/* Counts a feature's column into a local histogram, then adds each bin to the shared
+ * counters once: at most nbins atomic adds per feature instead of one per value, so
+ * workers observing at once pass the counters' cache lines back and forth per batch,
+ * not per value. This runs in the predict call before its reply. */
 static void count_rows(struct track *t, const float *x, size_t nrows)
 {
     size_t nf = t->nfeatures;
+    uint32_t local[JSON_MAX_BINS];
 
-    for (size_t r = 0; r < nrows; r++) {
-        const float *row = x + r * nf;
-        for (size_t f = 0; f < nf; f++) {
-            size_t i = infer_bins_index(&t->bins[f], row[f]);
-            if (i != SIZE_MAX)
-                atomic_fetch_add_explicit(&t->live[t->off[f] + i], 1, memory_order_relaxed);
+    for (size_t f = 0; f < nf; f++) {
+        const struct infer_bins *b = &t->bins[f];
+        _Atomic int64_t *live = &t->live[t->off[f]];
+        if (b->nbins > JSON_MAX_BINS) { /* never built so (see JSON_MAX_BINS), but safe */
+            for (size_t r = 0; r < nrows; r++) {
+                size_t i = infer_bins_index(b, x[r * nf + f]);
+                if (i != SIZE_MAX)
+                    atomic_fetch_add_explicit(&live[i], 1, memory_order_relaxed);
+            }
+            continue;
         }
+        memset(local, 0, b->nbins * sizeof local[0]);
+        for (size_t r = 0; r < nrows; r++) {
+            size_t i = infer_bins_index(b, x[r * nf + f]);
+            if (i != SIZE_MAX)
+                local[i]++;
+        }
+        for (size_t i = 0; i < b->nbins; i++)
+            if (local[i] != 0)
+                atomic_fetch_add_explicit(&live[i], local[i], memory_order_relaxed);
     }
     atomic_fetch_add_explicit(&t->live_rows, (int64_t)nrows, memory_order_relaxed);
 }

@@ -182,6 +182,32 @@ static void twenty_distinct_values_are_categories_twenty_one_are_not(void **stat
     infer_bins_free(&b);
 }
 
+/* Short edge lists are counted, long ones (from a reference's JSON) binary-searched: both
+ * give the bin of every value, on an edge, between two and beyond either end. */
+static void index_by_count_and_by_search_agree(void **state)
+{
+    static const size_t sizes[] = {1, 2, 63, 64, 65, 200, 1023};
+    double edges[1023];
+
+    (void)state;
+    for (size_t i = 0; i < 1023; i++)
+        edges[i] = (double)i * 1.5 - 7;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        struct infer_bins b = {.categorical = false, .nbins = n + 1, .edges = edges};
+        for (size_t k = 0; k <= n; k++) {
+            double base = k < n ? edges[k] : edges[n - 1] + 1;
+            const double probes[] = {base, nextafter(base, -INFINITY), nextafter(base, INFINITY), base - 0.75};
+            for (size_t j = 0; j < sizeof probes / sizeof probes[0]; j++) {
+                size_t want = 0;
+                while (want < n && edges[want] <= probes[j])
+                    want++;
+                assert_int_equal(infer_bins_index(&b, probes[j]), want);
+            }
+        }
+    }
+}
+
 static void index_at_the_edges(void **state)
 {
     float col[100];
@@ -806,6 +832,7 @@ int main(void)
         cmocka_unit_test(numeric_bins_are_numpys_sturges_histogram),
         cmocka_unit_test(twenty_distinct_values_are_categories_twenty_one_are_not),
         cmocka_unit_test(index_at_the_edges),
+        cmocka_unit_test(index_by_count_and_by_search_agree),
         cmocka_unit_test(psi_known_values),
         cmocka_unit_test(json_round_trip_is_exact),
         cmocka_unit_test(json_that_is_not_a_reference_is_refused),
