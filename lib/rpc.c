@@ -561,7 +561,10 @@ static void on_reply(const ProtobufCMessage *msg, void *data)
     c->reply.len = n;
 }
 
-/* Runs one received request with slot w; returns the reply message. */
+static nng_msg *result_of(struct cn_call *c);
+
+/* Runs one received request with slot w; returns the reply message, or NULL when the
+ * handler sent it already (cn_call_send_now). */
 static nng_msg *handle_call(struct cn_rpc_server *s, struct slot *w, struct intake *in)
 {
     const ProtobufCServiceDescriptor *sd = s->opts.service->descriptor;
@@ -593,18 +596,20 @@ static nng_msg *handle_call(struct cn_rpc_server *s, struct slot *w, struct inta
         .deadline_ms = deadline,
         .received_us = in->recv_us,
         .code = CAIRN__V1__CODE__OK,
+        .srv = s,
+        .intake = in,
+        .method_index = mi,
     };
     /* The trace id (of a valid W3C traceparent: 00-<32 hex>-...) ties this call to the
      * gateway's access-log line. */
     cn_log(CN_LOG_DEBUG, "RPC-CALL", cn_call_request_id(&call), "%s trace_id=%.32s", md->name,
            env->traceparent && strlen(env->traceparent) >= 35 ? env->traceparent + 3 : "-");
-    bool unprocessed = false;
 
     if (deadline && cn_mono_ms() >= deadline) {
         cn_series_add(s->expired, 1);
         call.code = CAIRN__V1__CODE__DEADLINE_EXCEEDED;
         call.message = "deadline exceeded before the call started";
-    } else if (apply_faults(&call, &unprocessed)) {
+    } else if (apply_faults(&call, &call.unprocessed)) {
         /* answered by an injected fault; the handler does not run */
     } else {
         ProtobufCMessage *input = protobuf_c_message_unpack(md->input, &alloc, env->body.len, env->body.data);
@@ -621,22 +626,57 @@ static nng_msg *handle_call(struct cn_rpc_server *s, struct slot *w, struct inta
             }
         }
     }
+    if (call.intake == NULL)
+        return NULL; /* sent already (cn_call_send_now) */
+    return result_of(&call);
+}
 
-    cn_series_add(calls_series(s, mi, call.code), 1);
+/* The Result message of call c, its metrics recorded. */
+static nng_msg *result_of(struct cn_call *c)
+{
+    struct cn_rpc_server *s = c->srv;
+    cn_series_add(calls_series(s, c->method_index, c->code), 1);
     /* From receipt, so time spent queued counts. */
-    cn_series_observe(s->durations[mi], (double)(cn_mono_us() - in->recv_ms * 1000) / 1e6);
+    cn_series_observe(s->durations[c->method_index], (double)(cn_mono_us() - c->received_us) / 1e6);
 
     Cairn__V1__Result r = CAIRN__V1__RESULT__INIT;
-    r.code = call.code;
-    r.message = call.message ? call.message : (char *)"";
-    r.field_errors = call.field_errors;
-    r.n_field_errors = call.n_field_errors;
-    r.retry_after_ms = call.retry_after_ms;
+    r.code = c->code;
+    r.message = c->message ? c->message : (char *)"";
+    r.field_errors = c->field_errors;
+    r.n_field_errors = c->n_field_errors;
+    r.retry_after_ms = c->retry_after_ms;
     r.load = server_load(s);
-    r.unprocessed = unprocessed;
-    if (call.code == CAIRN__V1__CODE__OK)
-        r.body = call.reply;
+    r.unprocessed = c->unprocessed;
+    if (c->code == CAIRN__V1__CODE__OK)
+        r.body = c->reply;
     return pack_msg(&r.base);
+}
+
+/* The call is over for the load the server reports before its reply leaves: once the
+ * caller has the reply, its next call may already run on another thread, and must not
+ * count this one (the gateway balances on it: an inline call answered before its own
+ * count went down made a replica look busy to a sequential client, which then went to
+ * the other replica every time). `sending` goes up first, so a draining stop never sees
+ * the reply as neither running nor sending. */
+static void reply_leaves(struct cn_rpc_server *s)
+{
+    atomic_fetch_add(&s->sending, 1);
+    atomic_fetch_sub(&s->load, 1);
+    cn_series_add(s->inflight, -1);
+}
+
+void cn_call_send_now(struct cn_call *c)
+{
+    if (c == NULL || !c->done || c->intake == NULL || c->srv == NULL)
+        return;
+    struct intake *in = c->intake;
+    nng_msg *reply = result_of(c);
+    /* The handler's input was copied out of the request when it was unpacked. */
+    nng_msg_free(in->msg);
+    in->msg = NULL;
+    c->intake = NULL; /* from here the intake may take the next request */
+    reply_leaves(c->srv);
+    intake_send(in, reply);
 }
 
 /* Runs the received call of intake in with slot w and starts its reply; then gives the
@@ -644,34 +684,31 @@ static nng_msg *handle_call(struct cn_rpc_server *s, struct slot *w, struct inta
 static void run_call(struct cn_rpc_server *s, struct slot *w, struct intake *in, bool inlined)
 {
     nng_msg *reply = handle_call(s, w, in);
-    nng_msg_free(in->msg);
-    in->msg = NULL;
+    if (reply != NULL) {
+        nng_msg_free(in->msg);
+        in->msg = NULL;
+    }
     /* Keep the arena from holding on to one huge call's memory. */
     if (cn_arena_used(w->arena) > (4u << 20)) {
         cn_arena_free(w->arena);
         w->arena = cn_arena_new(64 * 1024);
     }
 
-    /* The call is over before its reply leaves. Once the caller has the reply, its next
-     * call may already run on another thread, and must not count this one in the load it
-     * reports (the gateway balances on it: an inline call answered before its own count
-     * went down made a replica look busy to a sequential client, which then went to the
-     * other replica every time). `sending` goes up first, so a draining stop never sees
-     * the reply as neither running nor sending. */
-    atomic_fetch_add(&s->sending, 1);
+    /* Once sent early, the intake is no longer this call's: in may hold the next request. */
+    if (reply != NULL)
+        reply_leaves(s);
     pthread_mutex_lock(&s->mtx);
     w->next_free = s->free_slots;
     s->free_slots = w;
     s->running--;
     if (inlined)
         s->inline_running--;
-    atomic_fetch_sub(&s->load, 1);
-    cn_series_add(s->inflight, -1);
     if (s->qhead)
         pthread_cond_signal(&s->work_cv);
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mtx);
-    intake_send(in, reply);
+    if (reply != NULL)
+        intake_send(in, reply);
 }
 
 static void *worker_main(void *arg)

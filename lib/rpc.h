@@ -60,6 +60,11 @@ struct cn_call {
     uint32_t retry_after_ms;
     bool done;                       /* the closure was called */
     ProtobufCBinaryData reply;       /* packed response, set by the closure */
+    /* the server's, for cn_call_send_now */
+    struct cn_rpc_server *srv;
+    void *intake;                    /* NULL once the reply has been sent */
+    unsigned method_index;
+    bool unprocessed;
 };
 
 /* Records a failure (message printf-style, copied into the arena). The first failure
@@ -87,6 +92,13 @@ static inline const char *cn_call_request_id(const struct cn_call *c)
 }
 /* The principal the gateway verified, or NULL when anonymous. */
 const Cairn__V1__Principal *cn_call_principal(const struct cn_call *c);
+/* Sends the reply the handler gave its closure now, instead of when the handler returns,
+ * so the caller does not wait for work that is not part of the answer (a prediction's
+ * log entry, its drift counts). The call stops counting in the load the server reports,
+ * but keeps its worker until the handler returns. Only after the closure was called;
+ * nothing happens otherwise, or the second time. Work after it must not be anything the
+ * caller's next call may need to see (a write that call would read). */
+void cn_call_send_now(struct cn_call *c);
 
 struct cn_rpc_server_opts {
     const char *listen;              /* "tcp://0.0.0.0:7101" or "inproc://x" */

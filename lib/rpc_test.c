@@ -1,8 +1,9 @@
 /* rpc_test.c — the RPC server and blocking client over inproc:// with a test service
  * (tests/proto/cairn/test/echo.proto): round trip, principal passing, field errors,
  * unknown method, malformed envelope and body, deadline expiry before start, load
- * shedding when the queue is full, a handler that forgets to reply, drain on stop, and
- * inline methods (run on nng's receiving thread, still bounded by the worker slots). */
+ * shedding when the queue is full, a handler that forgets to reply, drain on stop,
+ * inline methods (run on nng's receiving thread, still bounded by the worker slots), and
+ * a reply sent before its handler returns (cn_call_send_now). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,6 +59,21 @@ static void echo_forget(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRe
     (void)in;
     (void)done;
     (void)cd;
+}
+
+static atomic_int linger_done;
+
+static void echo_linger(Cairn__Test__Echo_Service *svc, const Cairn__Test__SleepRequest *in,
+                        Cairn__Test__SayReply_Closure done, void *cd)
+{
+    (void)svc;
+    Cairn__Test__SayReply r = CAIRN__TEST__SAY_REPLY__INIT;
+    r.text = "early";
+    done(&r, cd);
+    cn_call_send_now(cd);
+    cn_call_send_now(cd); /* the second time does nothing */
+    nng_msleep(in->ms);
+    atomic_store(&linger_done, 1);
 }
 
 static Cairn__Test__Echo_Service echo_service = CAIRN__TEST__ECHO__INIT(echo_);
@@ -470,6 +486,45 @@ static void test_load_excludes_answered_calls(void **state)
     assert_int_equal(cn_rpc_server_stop(s, 1000), 0);
 }
 
+/* cn_call_send_now: the reply arrives while the handler still runs, the call no longer
+ * counts in the load, but its worker is busy until the handler returns, and a stop waits
+ * for it. */
+static void test_send_now(void **state)
+{
+    (void)state;
+    struct cn_rpc_server *s = start("inproc://sendnow", 1, 2);
+    struct cn_rpc_client *c = NULL;
+    assert_int_equal(cn_rpc_client_open(&c, "inproc://sendnow"), CN_OK);
+    Cairn__Test__SleepRequest req = CAIRN__TEST__SLEEP_REQUEST__INIT;
+    req.ms = 300;
+    Cairn__V1__Result *res;
+    ProtobufCMessage *resp;
+
+    for (int round = 0; round < 2; round++) {
+        atomic_store(&linger_done, 0);
+        int64_t t0 = cn_mono_ms();
+        assert_int_equal(cn_rpc_client_call(c, "Linger", NULL, &req.base, &cairn__test__say_reply__descriptor,
+                                            2000, &res, &resp),
+                         CN_OK);
+        assert_int_equal(res->code, CAIRN__V1__CODE__OK);
+        assert_string_equal(((Cairn__Test__SayReply *)resp)->text, "early");
+        assert_true(cn_mono_ms() - t0 < 250);
+        assert_int_equal(atomic_load(&linger_done), 0);
+        cairn__v1__result__free_unpacked(res, NULL);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        assert_int_equal(atomic_load(&s->load), 0);
+        if (round == 0) {
+            /* The one worker is still lingering: the next call waits for it. */
+            assert_true(say(c, "hi") >= 150);
+            assert_int_equal(atomic_load(&linger_done), 1);
+        }
+    }
+    /* A stop drains the second one, still lingering. */
+    cn_rpc_client_close(c);
+    assert_int_equal(cn_rpc_server_stop(s, 2000), 0);
+    assert_int_equal(atomic_load(&linger_done), 1);
+}
+
 /* A drain that runs out of time leaves a call running inline with a worker's slot; that
  * worker exits but must not finish the slot (free its arena, close its state) under it. */
 static void test_cut_drain_keeps_a_lent_slot(void **state)
@@ -556,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_inline),
         cmocka_unit_test(test_load_excludes_answered_calls),
+        cmocka_unit_test(test_send_now),
         cmocka_unit_test(test_cut_drain_keeps_a_lent_slot),
         cmocka_unit_test(test_peek_method),
         cmocka_unit_test(test_bad_listen),

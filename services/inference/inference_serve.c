@@ -457,7 +457,11 @@ static struct cn_series *const *stage_series(const char *model, int version, con
     return e->s;
 }
 
-/* Metrics, the sampled log entry, drift counts and the mirror's copy of one answered call. */
+/* Metrics, the sampled log entry, drift counts and the mirror's copy of one answered call
+ * (its closure called). The reply leaves after the metrics, so a client that reads
+ * /metrics once it has its answer finds its call there, and before the rest, which the
+ * caller need not wait for: for a 1 000-row batch, the log entry copies 80 KB and drift
+ * looks up 20 000 bins. */
 static void bookkeeping(struct cn_call *call, const char *model, const struct served *s, const struct outcome *o)
 {
     int64_t now = cn_mono_us();
@@ -466,6 +470,7 @@ static void bookkeeping(struct cn_call *call, const char *model, const struct se
     cn_series_observe(st[0], (double)(o->start_us - arrived) / 1e6);
     cn_series_observe(st[1], (double)o->compute_us / 1e6);
     cn_series_observe(st[2], (double)(now - arrived) / 1e6);
+    cn_call_send_now(call);
 
     const struct infer_route *r = s->route;
     bool logged = r->log_sample_rate >= 1.0 || (r->log_sample_rate > 0 && cn_fast_unit() < r->log_sample_rate);
