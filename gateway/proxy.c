@@ -506,14 +506,16 @@ static int sane_content_type(const char *s)
 }
 
 /* A header a service may add to a raw route's response: a lowercase token name that is
- * not one the gateway sets or one of HTTP's hop-by-hop fields, and a value of printable
- * ASCII (so it cannot split the header block). */
+ * not one the gateway sets (framing, request id, timing, rate limits, authentication
+ * challenges, Retry-After, Allow) or one of HTTP's hop-by-hop fields, and a value of
+ * printable ASCII (so it cannot split the header block). */
 static int sane_response_header(const char *name, const char *value)
 {
     static const char *const owned[] = {
-        "connection", "content-length", "content-type", "date", "keep-alive", "proxy-authenticate",
-        "proxy-connection", "server", "server-timing", "te", "trailer", "transfer-encoding", "upgrade",
-        "x-request-id", NULL,
+        "allow", "connection", "content-length", "content-type", "date", "keep-alive",
+        "proxy-authenticate", "proxy-connection", "ratelimit", "ratelimit-policy", "retry-after",
+        "server", "server-timing", "te", "trailer", "transfer-encoding", "upgrade",
+        "www-authenticate", "x-request-id", NULL,
     };
     size_t n = 0;
     for (; name[n]; n++)

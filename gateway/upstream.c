@@ -609,6 +609,11 @@ static void on_aio(void *arg)
     if (rv == 0) {
         c->sent = true;
         c->reply = nng_aio_get_msg(c->aio);
+        /* A send that waited for a busy pipe is finished by nng after it leaves the
+         * socket's lock, and the reply can come in between: until then the aio still
+         * has its cancel function, which nng_aio_free would run on the closed context.
+         * The wait covers only that last step. */
+        nng_aio_wait(c->send_aio);
     } else {
         nng_ctx_close(c->ctx);
         c->ctx_closed = true;

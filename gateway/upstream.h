@@ -110,6 +110,8 @@ struct gw_pick {
 /* Resolves addrs and opens an endpoint per instance. Returns NULL if an address is
  * malformed (a name that does not resolve yet is not an error: it is retried). */
 struct gw_upstream *gw_upstream_new(const char *service, const char *addrs, size_t max_msg);
+/* Closes and frees u. Only with no calls in flight (tests, a start that failed): it does
+ * not wait for them. */
 void gw_upstream_free(struct gw_upstream *u);
 const char *gw_upstream_name(const struct gw_upstream *u);
 /* Connected endpoints right now. */

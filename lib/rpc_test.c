@@ -62,6 +62,7 @@ static void echo_forget(Cairn__Test__Echo_Service *svc, const Cairn__Test__SayRe
 }
 
 static atomic_int linger_done;
+static pthread_t linger_thread;
 
 static void echo_linger(Cairn__Test__Echo_Service *svc, const Cairn__Test__SleepRequest *in,
                         Cairn__Test__SayReply_Closure done, void *cd)
@@ -69,6 +70,7 @@ static void echo_linger(Cairn__Test__Echo_Service *svc, const Cairn__Test__Sleep
     (void)svc;
     Cairn__Test__SayReply r = CAIRN__TEST__SAY_REPLY__INIT;
     r.text = "early";
+    linger_thread = pthread_self();
     done(&r, cd);
     cn_call_send_now(cd);
     cn_call_send_now(cd); /* the second time does nothing */
@@ -488,11 +490,26 @@ static void test_load_excludes_answered_calls(void **state)
 
 /* cn_call_send_now: the reply arrives while the handler still runs, the call no longer
  * counts in the load, but its worker is busy until the handler returns, and a stop waits
- * for it. */
-static void test_send_now(void **state)
+ * for it; on a worker and inline (as Predict and Infer run). */
+static void send_now_case(bool inlined)
 {
-    (void)state;
-    struct cn_rpc_server *s = start("inproc://sendnow", 1, 2);
+    static const char *const inl[] = {"Linger", NULL};
+    struct cn_rpc_server *s = NULL;
+    struct cn_rpc_server_opts o = {
+        .listen = "inproc://sendnow", .service = &echo_service.base, .workers = 1, .queue = 2,
+        .name = "echo", .inline_methods = inlined ? inl : NULL, .inline_max = 1024,
+        .worker_init = w_init, .worker_fini = w_fini,
+    };
+    assert_int_equal(cn_rpc_server_start(&s, &o), CN_OK);
+    /* Inline needs the worker's slot made (until then calls wait on the queue). */
+    for (int i = 0; i < 200; i++) {
+        pthread_mutex_lock(&s->mtx);
+        bool ready = s->free_slots != NULL;
+        pthread_mutex_unlock(&s->mtx);
+        if (ready)
+            break;
+        nng_msleep(5);
+    }
     struct cn_rpc_client *c = NULL;
     assert_int_equal(cn_rpc_client_open(&c, "inproc://sendnow"), CN_OK);
     Cairn__Test__SleepRequest req = CAIRN__TEST__SLEEP_REQUEST__INIT;
@@ -510,6 +527,8 @@ static void test_send_now(void **state)
         assert_string_equal(((Cairn__Test__SayReply *)resp)->text, "early");
         assert_true(cn_mono_ms() - t0 < 250);
         assert_int_equal(atomic_load(&linger_done), 0);
+        if (round == 0)
+            assert_true(on_worker_thread(s, linger_thread) == !inlined);
         cairn__v1__result__free_unpacked(res, NULL);
         protobuf_c_message_free_unpacked(resp, NULL);
         assert_int_equal(atomic_load(&s->load), 0);
@@ -523,6 +542,13 @@ static void test_send_now(void **state)
     cn_rpc_client_close(c);
     assert_int_equal(cn_rpc_server_stop(s, 2000), 0);
     assert_int_equal(atomic_load(&linger_done), 1);
+}
+
+static void test_send_now(void **state)
+{
+    (void)state;
+    send_now_case(false);
+    send_now_case(true);
 }
 
 /* A drain that runs out of time leaves a call running inline with a worker's slot; that

@@ -8,10 +8,11 @@
  * booster (loaded from Postgres on a miss, once however many calls miss together), the
  * codec turns the body into a dense float matrix, checked against the version's width
  * and names before XGBoost sees it, and the booster predicts on this worker's thread.
- * The reply is written before the bookkeeping: the latency histograms, the sampled
- * prediction log entry (a bounded queue; never waits), the drift counts (atomics) and,
- * when the experiment mirrors, a copy for the mirror thread (a bounded queue; dropped
- * and counted when full) whose answer is only logged.
+ * The reply is written, the latency histograms recorded, and the reply sent
+ * (cn_call_send_now) before the rest of the bookkeeping: the sampled prediction log
+ * entry (a bounded queue; never waits), the drift counts (atomics) and, when the
+ * experiment mirrors, a copy for the mirror thread (a bounded queue; dropped and counted
+ * when full) whose answer is only logged.
  *
  * Nothing here holds a lock across XGBoost: a booster is shared by every worker (its
  * prediction is thread-safe with nthread=1) and stays alive while a call holds its cache
