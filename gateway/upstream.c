@@ -597,16 +597,12 @@ static struct gw_endpoint *pick(struct gw_upstream *u, const struct gw_pick *p, 
  * send would wake one of nng's task threads, which then contended with the loop for the
  * socket's lock, once per call, for nothing. The receive is started at once instead
  * (nng's REQ takes it as soon as the request is queued). A reply means the request went
- * out. Any other end leaves the send done, or queued and abandoned: nng 1.5.2 resets the
- * request when its receive is cancelled or times out, but leaves the send's aio
- * scheduled, and cancelling that aio then dereferences the freed request. Closing the
- * context ends such a send (NNG_ECLOSED) safely, after which its result says whether the
- * request was sent. */
+ * out; any other end is settled on the loop (end_unanswered). */
 static void on_aio(void *arg)
 {
     struct gw_upcall *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (rv == 0) {
+    c->rv = nng_aio_result(c->aio);
+    if (c->rv == 0) {
         c->sent = true;
         c->reply = nng_aio_get_msg(c->aio);
         /* A send that waited for a busy pipe is finished by nng after it leaves the
@@ -614,25 +610,39 @@ static void on_aio(void *arg)
          * has its cancel function, which nng_aio_free would run on the closed context.
          * The wait covers only that last step. */
         nng_aio_wait(c->send_aio);
-    } else {
-        nng_ctx_close(c->ctx);
-        c->ctx_closed = true;
-        nng_aio_wait(c->send_aio);
-        int srv = nng_aio_result(c->send_aio);
-        c->sent = srv == 0;
-        if (srv != 0) {
-            /* Ours again, or already freed by nng (NULL). */
-            nng_msg_free(nng_aio_get_msg(c->send_aio));
-            nng_aio_set_msg(c->send_aio, NULL);
-            /* The receive found no request: the send's failure is the reason. */
-            if (rv == NNG_ESTATE)
-                rv = srv;
-        }
     }
-    c->rv = rv;
     calls_remove(c->ep, c);
     /* inflight goes down on the loop, once the call is freed (gw_upstream_on_messages). */
     h2o_multithread_send_message(c->rx, &c->super);
+}
+
+/* A call whose receive ended without a reply (timeout, cancel, lost connection) leaves
+ * its send done, or queued and abandoned: nng 1.5.2 resets the request when its receive
+ * is cancelled or times out, but leaves the send's aio scheduled, and cancelling that aio
+ * then dereferences the freed request. Closing the context ends such a send
+ * (NNG_ECLOSED) safely, after which its result says whether the request was sent.
+ * The close frees nng's context at once, so it waits until no thread can still be
+ * cancelling the receive: nng calls a cancel function outside the aio's lock, and that
+ * function reads the context. Hence here, on the loop, after nng_aio_free(c->aio) has
+ * waited for nng's expiry thread; the loop's own cancels (gw_upcall_cancel) are done,
+ * and calls_remove in on_aio has shut out the lost-connection sweep. */
+static void end_unanswered(struct gw_upcall *c)
+{
+    nng_ctx_close(c->ctx);
+    c->ctx_closed = true;
+    /* Brief: closing the context finishes a queued send before it returns, and a send
+     * nng is finishing on another thread needs only that thread's last step. */
+    nng_aio_wait(c->send_aio);
+    int srv = nng_aio_result(c->send_aio);
+    c->sent = srv == 0;
+    if (srv != 0) {
+        /* Ours again, or already freed by nng (NULL). */
+        nng_msg_free(nng_aio_get_msg(c->send_aio));
+        nng_aio_set_msg(c->send_aio, NULL);
+        /* The receive found no request: the send's failure is the reason. */
+        if (c->rv == NNG_ESTATE)
+            c->rv = srv;
+    }
 }
 
 int gw_upstream_call_ex(struct gw_upstream *u, nng_msg *msg, int timeout_ms, h2o_multithread_receiver_t *rx,
@@ -737,14 +747,18 @@ void gw_upstream_on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mes
         struct gw_upcall *c = H2O_STRUCT_FROM_MEMBER(struct gw_upcall, super.link, messages->next);
         h2o_linklist_unlink(&c->super.link);
         struct gw_endpoint *ep = c->ep;
+        /* on_aio has returned or is returning; nng_aio_free waits for it, and for
+         * nng's expiry thread. */
+        nng_aio_free(c->aio);
+        c->aio = NULL;
+        if (c->rv != 0)
+            end_unanswered(c);
         if (!atomic_load(&c->cancelled)) {
             cn_series_observe(ep->attempt_series, (double)(cn_mono_us() - c->start_us) / 1e6);
             if (c->on_done)
                 c->on_done(c);
         }
-        /* on_aio has returned or is returning; nng_aio_free waits for it. The context
-         * closes before the send's aio is freed (see on_aio). */
-        nng_aio_free(c->aio);
+        /* The context closes before the send's aio is freed (see end_unanswered). */
         if (!c->ctx_closed)
             nng_ctx_close(c->ctx);
         nng_aio_free(c->send_aio);
