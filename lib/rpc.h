@@ -97,7 +97,9 @@ const Cairn__V1__Principal *cn_call_principal(const struct cn_call *c);
  * log entry, its drift counts). The call stops counting in the load the server reports,
  * but keeps its worker until the handler returns. Only after the closure was called;
  * nothing happens otherwise, or the second time. Work after it must not be anything the
- * caller's next call may need to see (a write that call would read). */
+ * caller's next call may need to see (a write that call would read), nor anything that
+ * can fail the call: cn_call_fail and cn_call_field_error after it change nothing the
+ * caller or the calls metric sees. */
 void cn_call_send_now(struct cn_call *c);
 
 struct cn_rpc_server_opts {
