@@ -26,13 +26,19 @@
 #    - a 1 000-row batch, one client sending it back to back, in 5 rounds alternating with
 #      the raw batch: p50/p99 and the median ratio to raw, as v1 JSON, as OIP binary
 #      tensor data (Inference-Header-Content-Length) with a JSON answer, and binary both
-#      ways (outputs[0].parameters.binary_data, as tritonclient asks by default).
+#      ways (outputs[0].parameters.binary_data, as tritonclient asks by default);
+#    - the same three batches in pairs (build/bench/batch_pair, bench/batch_pair.c): on
+#      one thread for SECS seconds, 8 raw predictions of the request's rows, then 8
+#      requests, and again; the median over the pairs of (median request / median raw)
+#      compares requests with raw batches measured within ~40 ms, in the same phase of
+#      the host's speed.
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
 # 5. Placed: a new cairn-inference with CAIRN_CPUS=1 and a new gateway with CAIRN_CPUS=0 in
 #    front of it (lib/cpus.h), the first pair stopped, every prediction logged: saturation,
-#    fixed rates 1 000-4 000 rps, one client back to back, the binary batch.
+#    fixed rates 1 000-4 000 rps, one client back to back, the binary batch (rounds and
+#    pairs).
 # Prints markdown tables; bench/RESULTS.md keeps the figures with this command. The
 # machine has 2 cores shared by load generator and servers: read the figures as a
 # comparison between rows of the same run, not as the capacity of a real host.
@@ -103,6 +109,8 @@ raw() { echo "$RAW" | json_field "$1"; }
 # The floor under every percentile below: how much of each CPU the host takes away while
 # nothing else runs (bench/stalls.c; this VM does not report steal time).
 cc -std=c11 -O2 -Wall -Wextra -Werror -pthread bench/stalls.c -o build/bench/stalls
+cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror bench/batch_pair.c -o build/bench/batch_pair \
+  $(pkg-config --cflags --libs xgboost) -lm
 STALLS=$(stalls_line 5)
 
 # --- the stack
@@ -312,6 +320,28 @@ echo "$ROW"
 echo "| raw XGBoost (inference_raw -b 1000) at the start | $RAW_B | - | - | - | - | 1.00x | - |"
 echo
 
+# The same batches measured in pairs (bench/batch_pair.c): on one thread, 8 raw
+# predictions of the request's rows, then 8 requests, and again for SECS seconds. The
+# rounds above are seconds apart, and the host's speed moves in phases of seconds; a
+# pair of blocks takes ~40 ms.
+PAIR_HEAD="| pairs of blocks | raw p50 ms | p50 ms | p99 ms | p50 / raw p50 | median of pair ratios |
+|---|---|---|---|---|---|---|"
+pair_row() { # LABEL PATH BODY [header...] -> ROW
+  local label=$1 path=$2 body=$3 out
+  shift 3
+  out=$(build/bench/batch_pair "$D/model.json" "$D/batch.bin" "$HLEN" "${base#http://}" "$path" \
+    "$body" "$@" "${auth[@]}" -d "$SECS")
+  ROW="| $label | $(echo "$out" | json_field '["blocks"]') | $(echo "$out" | json_field '["raw_p50_ms"]') |\
+ $(echo "$out" | json_field '["p50_ms"]') | $(echo "$out" | json_field '["p99_ms"]') |\
+ $(echo "$out" | json_field '["ratio_of_p50"]')x | **$(echo "$out" | json_field '["median_ratio"]')x** |"
+}
+echo "| 1 000-row batch in pairs with raw XGBoost $PAIR_HEAD"
+pair_row "POST $V1" $V1 "$D/batch.json" -H 'content-type: application/json'; echo "$ROW"
+pair_row "POST $OIP, binary tensor data" $OIP "$D/batch.bin" "${BIN_HDR[@]}"; echo "$ROW"
+pair_row "POST $OIP, binary tensor data in and out" $OIP "$D/batch.binout" "${BINOUT_HDR[@]}"
+echo "$ROW"
+echo
+
 # The prediction log's share: the same saturation with 1 % of predictions logged, once
 # what was logged so far is written (the log drains behind the load).
 snap "$W/m0"
@@ -376,6 +406,10 @@ if [ "$(nproc)" -ge 2 ]; then
   echo "| 1 000-row batch, placed $BATCH_HEAD"
   batch_row "POST $OIP, binary tensor data" $OIP "$D/batch.bin" "${BIN_HDR[@]}"; echo "$ROW"
   batch_row "POST $OIP, binary tensor data in and out" $OIP "$D/batch.binout" "${BINOUT_HDR[@]}"; echo "$ROW"
+  echo
+  echo "| 1 000-row batch in pairs with raw XGBoost, placed $PAIR_HEAD"
+  pair_row "POST $OIP, binary tensor data in and out" $OIP "$D/batch.binout" "${BINOUT_HDR[@]}"
+  echo "$ROW"
   echo
   echo "Prediction log (placed runs): $LOG_W rows written during them, $LOG_D dropped."
 fi
