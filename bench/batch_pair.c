@@ -25,8 +25,9 @@
  *   build/bench/batch_pair MODEL ROWS_FILE ROWS_OFFSET HOST:PORT PATH BODY \
  *     [-H 'Name: value']... [-d SECONDS=5]
  * Prints one JSON line: blocks, raw and HTTP p50 and the HTTP p99 over every measured
- * call, p50 / raw p50, and the median of the pairs' ratios. Exits 1 on any answer that
- * is not 200.
+ * call, p50 / raw p50, the median of the pairs' ratios, and the same median over the half
+ * of the pairs in which raw XGBoost was fastest (with the slowest raw time of that half).
+ * Exits 1 on any answer that is not 200.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -171,6 +172,17 @@ static int cmp_dbl(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+struct pair {
+    double raw;   /* the block's median raw prediction, ns */
+    double ratio; /* the block's median request over that */
+};
+
+static int cmp_pair_raw(const void *a, const void *b)
+{
+    double x = ((const struct pair *)a)->raw, y = ((const struct pair *)b)->raw;
+    return (x > y) - (x < y);
+}
+
 static double median_i64(const int64_t *sorted, size_t n)
 {
     return n % 2 ? (double)sorted[n / 2] : ((double)sorted[n / 2 - 1] + (double)sorted[n / 2]) / 2;
@@ -269,7 +281,8 @@ int main(int argc, char **argv)
     size_t cap = 1 << 20;
     char *buf = xmalloc(cap);
     int64_t *raw = xmalloc(MAX_SAMPLES * sizeof *raw), *http = xmalloc(MAX_SAMPLES * sizeof *http);
-    double *ratio = xmalloc(MAX_SAMPLES / KEEP * sizeof *ratio);
+    double *ratio = xmalloc(2 * (MAX_SAMPLES / KEEP) * sizeof *ratio);
+    struct pair *pairs = xmalloc(MAX_SAMPLES / KEEP * sizeof *pairs);
     int64_t braw[BLOCK], bhttp[BLOCK];
     size_t n = 0, nblocks = 0;
     for (int i = 0; i < WARMUP_BLOCKS; i++)
@@ -282,7 +295,10 @@ int main(int argc, char **argv)
         memcpy(http + n, bhttp + BLOCK - KEEP, KEEP * sizeof *http);
         qsort(raw + n, KEEP, sizeof *raw, cmp_i64);
         qsort(http + n, KEEP, sizeof *http, cmp_i64);
-        ratio[nblocks++] = median_i64(http + n, KEEP) / median_i64(raw + n, KEEP);
+        pairs[nblocks].raw = median_i64(raw + n, KEEP);
+        pairs[nblocks].ratio = median_i64(http + n, KEEP) / pairs[nblocks].raw;
+        ratio[nblocks] = pairs[nblocks].ratio;
+        nblocks++;
         n += KEEP;
     }
     close(fd);
@@ -291,12 +307,20 @@ int main(int argc, char **argv)
     qsort(raw, n, sizeof *raw, cmp_i64);
     qsort(http, n, sizeof *http, cmp_i64);
     qsort(ratio, nblocks, sizeof *ratio, cmp_dbl);
+    /* The pairs in which raw XGBoost was fastest: in the host's slow phases XGBoost's share
+     * of a request grows and flatters the ratio, so this half is the stricter figure. */
+    qsort(pairs, nblocks, sizeof *pairs, cmp_pair_raw);
+    size_t nfast = (nblocks + 1) / 2;
+    for (size_t i = 0; i < nfast; i++)
+        ratio[nblocks + i] = pairs[i].ratio;
+    qsort(ratio + nblocks, nfast, sizeof *ratio, cmp_dbl);
     double raw50 = median_i64(raw, n) / 1e6, http50 = median_i64(http, n) / 1e6;
     printf("{\"bench\":\"batch_pair\",\"rows\":%zu,\"blocks\":%zu,\"per_block\":%d,"
            "\"raw_p50_ms\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"ratio_of_p50\":%.3f,"
-           "\"median_ratio\":%.3f}\n",
+           "\"median_ratio\":%.3f,\"fast_half_raw_ms\":%.3f,\"fast_half_median_ratio\":%.3f}\n",
            nrows, nblocks, KEEP, raw50, http50, (double)http[n * 99 / 100] / 1e6, http50 / raw50,
-           ratio[nblocks / 2]);
+           ratio[nblocks / 2], pairs[nfast - 1].raw / 1e6, ratio[nblocks + nfast / 2]);
+    free(pairs);
     free(raw);
     free(http);
     free(ratio);
