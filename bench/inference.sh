@@ -324,7 +324,7 @@ echo
 # predictions of the request's rows, then 8 requests, and again for SECS seconds. The
 # rounds above are seconds apart, and the host's speed moves in phases of seconds; a
 # pair of blocks takes ~40 ms.
-PAIR_HEAD="| pairs of blocks | raw p50 ms | p50 ms | p99 ms | p50 / raw p50 | median of pair ratios | the same, the half of pairs with the fastest raw (raw up to) |
+PAIR_HEAD="| pairs of blocks | raw p50 ms | p50 ms | p99 ms | p50 / raw p50 | median of pair ratios | the same, the half of pairs in the host's fastest phases (neighbours' raw up to) |
 |---|---|---|---|---|---|---|---|"
 pair_row() { # LABEL PATH BODY [header...] -> ROW
   local label=$1 path=$2 body=$3 out
@@ -334,7 +334,7 @@ pair_row() { # LABEL PATH BODY [header...] -> ROW
   ROW="| $label | $(echo "$out" | json_field '["blocks"]') | $(echo "$out" | json_field '["raw_p50_ms"]') |\
  $(echo "$out" | json_field '["p50_ms"]') | $(echo "$out" | json_field '["p99_ms"]') |\
  $(echo "$out" | json_field '["ratio_of_p50"]')x | **$(echo "$out" | json_field '["median_ratio"]')x** |\
- **$(echo "$out" | json_field '["fast_half_median_ratio"]')x** ($(echo "$out" | json_field '["fast_half_raw_ms"]') ms) |"
+ **$(echo "$out" | json_field '["fast_half_median_ratio"]')x** ($(echo "$out" | json_field '["fast_half_phase_ms"]') ms) |"
 }
 echo "| 1 000-row batch in pairs with raw XGBoost $PAIR_HEAD"
 pair_row "POST $V1" $V1 "$D/batch.json" -H 'content-type: application/json'; echo "$ROW"
