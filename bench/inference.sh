@@ -28,10 +28,10 @@
 #      tensor data (Inference-Header-Content-Length) with a JSON answer, and binary both
 #      ways (outputs[0].parameters.binary_data, as tritonclient asks by default);
 #    - the same three batches in pairs (build/bench/batch_pair, bench/batch_pair.c): on
-#      one thread for SECS seconds, 8 raw predictions of the request's rows, then 8
-#      requests, and again; the median over the pairs of (median request / median raw)
-#      compares requests with raw batches measured within ~40 ms, in the same phase of
-#      the host's speed.
+#      one thread for SECS seconds, 16 raw predictions of the request's rows, then 8
+#      requests, and again; the median over the pairs of (median request / median raw,
+#      each over the block's last 6) compares requests with raw batches measured within
+#      ~60 ms, in the same phase of the host's speed.
 #    The model keeps its default log_sample_rate (1: every prediction is logged) for all
 #    of the above, the headline; a last saturation line repeats the single row with
 #    log_sample_rate 0.01, the batch too, and the single row at 2 000 rps.
@@ -320,10 +320,10 @@ echo "$ROW"
 echo "| raw XGBoost (inference_raw -b 1000) at the start | $RAW_B | - | - | - | - | 1.00x | - |"
 echo
 
-# The same batches measured in pairs (bench/batch_pair.c): on one thread, 8 raw
+# The same batches measured in pairs (bench/batch_pair.c): on one thread, 16 raw
 # predictions of the request's rows, then 8 requests, and again for SECS seconds. The
 # rounds above are seconds apart, and the host's speed moves in phases of seconds; a
-# pair of blocks takes ~40 ms.
+# pair of blocks takes ~60 ms.
 PAIR_HEAD="| pairs of blocks | raw p50 ms | p50 ms | p99 ms | p50 / raw p50 | median of pair ratios | the same, the half of pairs in the host's fastest phases (neighbours' raw up to) |
 |---|---|---|---|---|---|---|---|"
 pair_row() { # LABEL PATH BODY [header...] -> ROW
