@@ -31,18 +31,18 @@
  * (with the slowest such neighbour average in that half).
  * Exits 1 on any answer that is not 200.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <xgboost/c_api.h>
 
@@ -236,7 +236,8 @@ int main(int argc, char **argv)
         fail("%s", usage);
 
     XGBSetGlobalConfig("{\"verbosity\":0}");
-    if (XGBoosterCreate(NULL, 0, &booster) != 0 || XGBoosterSetParam(booster, "nthread", "1") != 0 ||
+    if (XGBoosterCreate(NULL, 0, &booster) != 0 ||
+        XGBoosterSetParam(booster, "nthread", "1") != 0 ||
         XGBoosterLoadModel(booster, pos[0]) != 0 || XGBoosterSetParam(booster, "nthread", "1") != 0)
         fail("cannot load %s", pos[0]);
     bst_ulong nf = 0;
@@ -259,8 +260,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < nhdrs; i++)
         head_cap += strlen(hdrs[i]) + 2;
     char *req = xmalloc(head_cap + body_len);
-    int hl = snprintf(req, head_cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n", pos[4],
-                      pos[3], body_len);
+    int hl = snprintf(req, head_cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n",
+                      pos[4], pos[3], body_len);
     for (int i = 0; i < nhdrs; i++)
         hl += snprintf(req + hl, head_cap - (size_t)hl, "%s\r\n", hdrs[i]);
     hl += snprintf(req + hl, head_cap - (size_t)hl, "\r\n");
