@@ -2,7 +2,7 @@
  * two measured side by side on one thread: a block of 16 raw predictions back to back,
  * then a block of 8 requests back to back, again and again. The host's speed here moves
  * in phases of seconds and less (raw XGBoost has measured 1.5 ms and 2.2 ms for the same
- * batch a minute apart, and 1.65 and 2.34 ms in consecutive 75 ms runs), so a ratio of
+ * batch a minute apart, and 2.34 and 1.65 ms in consecutive 75 ms runs of equal work), so a ratio of
  * medians taken in different seconds says as much about the host as about the service.
  * A pair of blocks takes ~60 ms: the median of the pairs' ratios (median request /
  * median raw prediction, each over the block's last 6, the first ones letting the other
